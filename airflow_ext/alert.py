@@ -1,0 +1,151 @@
+"""What happened: one failed or retried try of one task instance, as plain data.
+
+An :class:`Alert` holds only strings and numbers, so it can be rendered for any channel, serialized
+to JSON (an outbox row, or a request from an Airflow 3 worker to the API server) and rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import traceback as tb_module
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+#: Lines of traceback kept in an alert: the tail, where the exception was raised.
+TRACEBACK_TAIL_LINES = 20
+_CARETS = re.compile(r"^\s*[\^~]+\s*$")
+
+
+class AlertKind(str, Enum):
+    RETRY = "retry"
+    FAILURE = "failure"
+
+
+def clean_text(value: Any) -> str:
+    """Text that always encodes as UTF-8: lone surrogates and undecodable bytes become U+FFFD."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    return text
+
+
+def _format_traceback(error: BaseException, tb: TracebackType | None) -> str | None:
+    """The traceback's tail without caret lines (noise on a phone screen)."""
+    if tb is None:
+        return None
+    lines = [
+        line
+        for line in "".join(tb_module.format_exception(type(error), error, tb)).splitlines()
+        if not _CARETS.match(line)
+    ]
+    if len(lines) > TRACEBACK_TAIL_LINES:
+        lines = ["…", *lines[-TRACEBACK_TAIL_LINES:]]
+    return "\n".join(lines)
+
+
+def _user_traceback(ti: Any, error: BaseException) -> TracebackType | None:
+    """Start the traceback at the task's own code, as Airflow's "Task failed with exception" log does."""
+    try:
+        return ti.get_truncated_error_traceback(error, truncate_to=ti._execute_task)
+    except Exception:
+        return error.__traceback__
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: AlertKind
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    max_tries: int
+    map_index: int = -1
+    logical_date: str | None = None
+    hostname: str | None = None
+    log_url: str | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    occurred_at: str = dataclasses.field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def attempts_allowed(self) -> int:
+        """The M in "try N of M"."""
+        return self.max_tries + 1
+
+    @property
+    def dedup_key(self) -> str:
+        """One try of one task instance: the same failure reported twice has the same key."""
+        return f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}|{self.try_number}"
+
+    @property
+    def is_retry(self) -> bool:
+        return self.kind is AlertKind.RETRY
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["kind"] = self.kind.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["kind"] = AlertKind(fields["kind"])
+        return cls(**fields)
+
+    @classmethod
+    def from_task_instance(cls, ti: Any, error: None | str | BaseException, kind: AlertKind) -> Alert:
+        """Build from an Airflow 2.x TaskInstance in failure handling (its state already decided)."""
+        exception_type = exception_message = traceback = None
+        if isinstance(error, BaseException):
+            exception_type = type(error).__name__
+            exception_message = clean_text(error)
+            traceback = _format_traceback(error, _user_traceback(ti, error))
+        elif error:
+            exception_message = clean_text(error)
+        logical_date = getattr(ti, "execution_date", None) or getattr(ti, "logical_date", None)
+        return cls(
+            kind=kind,
+            dag_id=clean_text(ti.dag_id),
+            task_id=clean_text(ti.task_id),
+            run_id=clean_text(ti.run_id),
+            map_index=int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1),
+            # `airflow tasks test` runs a try without counting it: try_number stays 0 there.
+            try_number=max(int(ti.try_number or 0), 1),
+            max_tries=int(ti.max_tries or 0),
+            logical_date=logical_date.isoformat() if logical_date else None,
+            hostname=clean_text(getattr(ti, "hostname", None) or _local_hostname()),
+            log_url=_log_url(ti),
+            exception_type=exception_type,
+            exception_message=exception_message,
+            traceback=clean_text(traceback) if traceback else None,
+        )
+
+
+def _local_hostname() -> str:
+    try:
+        from airflow.utils.net import get_hostname
+
+        return get_hostname()
+    except Exception:
+        import socket
+
+        return socket.gethostname()
+
+
+def _log_url(ti: Any) -> str | None:
+    try:
+        return ti.log_url
+    except Exception:  # no [webserver] base_url, or a TI without a run: the alert goes out without a link
+        return None

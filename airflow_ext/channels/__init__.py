@@ -1,0 +1,1 @@
+"""One module per chat channel: its message format, limits, signing and error codes."""

@@ -1,0 +1,94 @@
+"""The ``[dingbot]`` and ``[dingding]`` sections, described the way Airflow's own ``config.yml`` is.
+
+The patched ``airflow/configuration.py`` merges this into Airflow's core configuration description,
+so both sections exist in every Airflow process (scheduler, DAG processor, ``airflow tasks run`` and
+``tasks test``), appear in generated ``airflow.cfg`` files and ``airflow config list``, and the options
+marked ``sensitive`` get ``_cmd`` / ``_secret`` variants and are masked like any core secret.
+
+This module is imported while ``airflow.configuration`` itself is being imported: it must not import
+anything from Airflow or from the rest of ``airflow_ext``.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+DEFAULT_BACKEND = "airflow_ext.dingbot.dingbot_msg_sender"
+
+
+def _option(description: str, type_: str, default: str | None, example: str | None = None, **extra: Any):
+    return {
+        "description": description,
+        "version_added": None,
+        "type": type_,
+        "example": example,
+        "default": default,
+        **extra,
+    }
+
+
+CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
+    "dingbot": {
+        "description": "How failing tasks are reported to chat robots (airflow-dingbot).\n",
+        "options": {
+            "ding_bot_backend": _option(
+                "Import path of the callable that delivers an alert: backend(alert) -> result.\n",
+                "string",
+                DEFAULT_BACKEND,
+                example="mypackage.alerts.send_to_pager",
+            ),
+            "timeout": _option(
+                "Total time in seconds one alert may take, retries included; failure handling never "
+                "waits longer for the robot.\n",
+                "float",
+                "10",
+            ),
+            "connect_timeout": _option(
+                "Seconds to wait for the robot's TCP/TLS connection, per attempt.\n", "float", "3"
+            ),
+            "read_timeout": _option("Seconds to wait for the robot's answer, per attempt.\n", "float", "5"),
+            "max_attempts": _option(
+                "Attempts per alert for retryable failures (throttling, 5xx, network), within timeout.\n",
+                "integer",
+                "3",
+            ),
+        },
+    },
+    "dingding": {
+        "description": "The DingTalk custom robot that receives the alerts.\n",
+        "options": {
+            "bot_url": _option(
+                "Webhook URL of the robot, including access_token. Keep it secret.\n",
+                "string",
+                None,
+                example="https://oapi.dingtalk.com/robot/send?access_token=...",
+                sensitive=True,
+            ),
+            "secret": _option(
+                "Signing secret (starts with SEC) when the robot uses signature security; empty if not.\n",
+                "string",
+                None,
+                sensitive=True,
+            ),
+            "at_mobiles": _option(
+                "Comma-separated mobile numbers to @mention in every alert.\n",
+                "string",
+                "",
+                example="13800000000,13900000000",
+            ),
+            "at_all": _option("Whether every alert @mentions the whole group.\n", "boolean", "False"),
+            "keyword": _option(
+                "Keyword the robot's keyword security requires; every message carries it.\n",
+                "string",
+                "",
+                example="Airflow",
+            ),
+        },
+    },
+}
+
+
+def configuration_description() -> dict[str, dict[str, Any]]:
+    """A copy of the sections, safe for Airflow to mutate (it stamps ``source`` into them)."""
+    return deepcopy(CONFIG_DESCRIPTION)

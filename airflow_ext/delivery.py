@@ -1,0 +1,117 @@
+"""Trying an alert again, within a deadline.
+
+:class:`RetryPolicy` is a value object (like urllib3's ``Retry``): attempts, backoff and the total
+per-alert deadline. :func:`deliver` runs one send function under it with tenacity, and
+:func:`run_within` puts a hard wall-clock bound around any backend, so a robot that accepts the
+connection and never answers cannot hold a failing task's process past the deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from airflow_ext.config import DeliverySettings
+from airflow_ext.errors import DeadlineExceeded, DeliveryError
+
+T = TypeVar("T")
+
+#: Below this much time left, another attempt cannot get an answer from a real robot.
+MIN_ATTEMPT_S = 0.05
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    deadline_s: float = 10.0
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 4.0
+
+    @classmethod
+    def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.max_attempts,
+            deadline_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class AttemptTimeouts:
+    connect_s: float
+    read_s: float
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, DeliveryError) and error.retryable
+
+
+def deliver(
+    send: Callable[[AttemptTimeouts], T],
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``send`` until it succeeds, a permanent DeliveryError, the attempts or the deadline run out.
+
+    Each attempt's timeouts are shrunk to the time left, and backoff (exponential, full jitter) never
+    sleeps past the deadline. Raises the last DeliveryError, or DeadlineExceeded.
+    """
+    deadline = clock() + policy.deadline_s
+    backoff = wait_random_exponential(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s)
+
+    def remaining() -> float:
+        return deadline - clock()
+
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(backoff(state), remaining() - MIN_ATTEMPT_S))
+
+    def out_of_time(state: RetryCallState) -> bool:
+        return remaining() <= MIN_ATTEMPT_S
+
+    def attempt() -> T:
+        left = remaining()
+        if left <= MIN_ATTEMPT_S:
+            raise DeadlineExceeded(f"no answer from the robot within the {policy.deadline_s:g} s deadline")
+        return send(AttemptTimeouts(min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left)))
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.max_attempts) | out_of_time,
+        wait=wait,
+        retry=retry_if_exception(_is_retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(attempt)
+
+
+def run_within(fn: Callable[[], T], deadline_s: float, *, name: str = "dingbot-alert") -> T:
+    """Run ``fn`` in a daemon thread and give up waiting after ``deadline_s`` seconds.
+
+    The hard bound for any backend, whatever it does with sockets; a thread that overruns is left to
+    finish on its own and cannot keep the process alive.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fn()
+        except BaseException as err:  # handed to the caller, which decides what to log
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    if thread.is_alive():
+        raise DeadlineExceeded(f"the alert backend did not finish within the {deadline_s:g} s deadline")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("result")  # type: ignore[return-value]

@@ -1,0 +1,58 @@
+"""The default ``[dingbot] ding_bot_backend`` and the send-test command.
+
+A backend is any importable callable ``backend(alert: airflow_ext.alert.Alert) -> object``. It is
+called from Airflow's task failure handling (in the task's process, the scheduler or the DAG
+processor) inside a thread bounded by ``[dingbot] timeout``. It reports failure by raising, best a
+:class:`airflow_ext.errors.DeliveryError`; what it returns is shown by ``airflow-ext send-test``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_ext import config
+from airflow_ext.alert import Alert, AlertKind
+from airflow_ext.channels.dingtalk import DingTalkRobot
+from airflow_ext.delivery import RetryPolicy, deliver, run_within
+
+
+def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
+    """Send ``alert`` to the ``[dingding]`` robot: signed, at most 20000 bytes, retried within the deadline.
+
+    Returns the robot's answer (``{"errcode": 0, "errmsg": "ok"}``); raises DeliveryError otherwise.
+    """
+    robot = DingTalkRobot(config.load_dingtalk_settings())
+    policy = RetryPolicy.from_settings(config.load_delivery_settings())
+    body = robot.body_for(alert)
+    return deliver(
+        lambda timeouts: robot.post(body, connect_timeout_s=timeouts.connect_s, read_timeout_s=timeouts.read_s),
+        policy,
+    )
+
+
+def sample_alert() -> Alert:
+    return Alert(
+        kind=AlertKind.FAILURE,
+        dag_id="airflow_ext_send_test",
+        task_id="send_test",
+        run_id="manual__send_test",
+        try_number=1,
+        max_tries=0,
+        hostname=_hostname(),
+        exception_type="AirflowExtTestAlert",
+        exception_message="This is a test alert from `airflow-ext send-test`: the robot is reachable.",
+    )
+
+
+def _hostname() -> str:
+    from airflow.utils.net import get_hostname
+
+    return get_hostname()
+
+
+def send_test_alert() -> str:
+    """Send a sample alert through the configured backend; return the robot's answer as text."""
+    backend = config.load_backend()
+    timeout_s = config.load_delivery_settings().timeout_s
+    answer = run_within(lambda: backend(sample_alert()), timeout_s)
+    return f"sent through {config.backend_path()}; the robot answered: {answer!r}"

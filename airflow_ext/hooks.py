@@ -1,0 +1,65 @@
+"""Entry points called by the patched Airflow code; they never raise and never outlast the deadline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from airflow_ext.alert import Alert, AlertKind
+from airflow_ext.channels.dingtalk import THROTTLED_ERRCODES
+from airflow_ext.errors import ConfigError, DeliveryError
+
+log = logging.getLogger(__name__)
+
+#: Which operator flag asks for an alert in which outcome of a failed try.
+_FLAG_FOR_KIND = {AlertKind.RETRY: "ding_on_retry", AlertKind.FAILURE: "ding_on_failure"}
+
+
+def alert_kind(state: Any) -> AlertKind | None:
+    """The failure handling outcome, from the state Airflow has just given the task instance."""
+    value = getattr(state, "value", state)
+    if value == "up_for_retry":
+        return AlertKind.RETRY
+    if value == "failed":
+        return AlertKind.FAILURE
+    return None
+
+
+def wants_alert(task: Any, kind: AlertKind | None) -> bool:
+    return task is not None and kind is not None and bool(getattr(task, _FLAG_FOR_KIND[kind], False))
+
+
+def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
+    """Called from ``TaskInstance._handle_failure`` after the state is decided, beside the email alert."""
+    kind = alert_kind(task_instance.state)
+    if not wants_alert(task, kind):
+        return
+    try:
+        _send(Alert.from_task_instance(task_instance, error, kind))
+    except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
+        log.exception("DingTalk alert for %s was not sent", task_instance)
+
+
+def _send(alert: Alert) -> None:
+    from airflow.stats import Stats
+
+    from airflow_ext import config
+    from airflow_ext.delivery import run_within
+
+    what = f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id} run {alert.run_id} try {alert.try_number}"
+    started = time.monotonic()
+    try:
+        backend = config.load_backend()
+        deadline_s = config.load_delivery_settings().timeout_s
+        run_within(lambda: backend(alert), deadline_s)
+    except ConfigError as err:
+        Stats.incr("dingbot.alert.failed")
+        log.error("%s not sent: %s", what, err)
+    except DeliveryError as err:
+        Stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
+        log.error("%s not delivered after %.1f s: %s", what, time.monotonic() - started, err)
+    else:
+        Stats.incr("dingbot.alert.sent")
+        Stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)
+        log.info("%s delivered in %.2f s", what, time.monotonic() - started)

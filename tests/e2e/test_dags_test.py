@@ -1,0 +1,118 @@
+"""The real patched Airflow (`airflow dags test`, `airflow tasks test`) against the local robot."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.conftest import ROBOT_KEYWORD, assert_no_secret, robot_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _alerts(robot) -> list[tuple[str, str, str]]:
+    """(task id incl. map index, outcome, "try N of M") for each message the robot accepted."""
+    found = []
+    for message in robot.messages:
+        text = message["body"]["markdown"]["text"]
+        task = re.search(r"\*\*Task:\*\* (.+?)  \n", text).group(1)
+        attempt = re.search(r"\*\*Try:\*\* (\d+ of \d+) \((will retry|final failure)\)", text)
+        found.append((task, attempt.group(2), attempt.group(1)))
+    return sorted(found)
+
+
+def _dags_test(airflow, robot, dag_id: str, **env: str):
+    result = airflow(["dags", "test", dag_id], robot_env(robot, **env))
+    assert_no_secret(result.stdout, result.stderr)
+    return result
+
+
+def test_default_args_alert_on_retry_and_on_final_failure(airflow, robot):
+    _dags_test(airflow, robot, "dingbot_default_args")
+
+    assert _alerts(robot) == [
+        ("fails", "final failure", "2 of 2"),
+        ("fails", "will retry", "1 of 2"),
+    ]
+    for message in robot.messages:
+        assert message["signed"], "every request carries a fresh signature"
+        body = message["body"]
+        assert ROBOT_KEYWORD in body["markdown"]["title"] and ROBOT_KEYWORD in body["markdown"]["text"]
+        assert "dingbot_default_args" in body["markdown"]["text"]
+        assert "ValueError" in body["markdown"]["text"]
+        assert "/dags/dingbot_default_args/grid?dag_run_id=" in body["markdown"]["text"]
+
+
+def test_explicit_kwargs_choose_which_outcome_alerts(airflow, robot):
+    _dags_test(airflow, robot, "dingbot_explicit_kwargs")
+
+    assert _alerts(robot) == [
+        ("failure_only", "final failure", "2 of 2"),
+        ("retry_only", "will retry", "1 of 2"),
+    ]
+
+
+def test_taskflow_and_task_group_default_args(airflow, robot):
+    _dags_test(airflow, robot, "dingbot_taskflow")
+
+    # from_default_args: ding_on_failure from the DAG; the group adds ding_on_retry, retries=0 on the task.
+    assert _alerts(robot) == [
+        ("from_default_args", "final failure", "2 of 2"),
+        ("group.in_group", "final failure", "1 of 1"),
+    ]
+
+
+def test_mapped_tasks_alert_per_map_index(airflow, robot):
+    _dags_test(airflow, robot, "dingbot_mapped")
+
+    assert _alerts(robot) == [
+        ("classic_mapped [map index 0]", "final failure", "1 of 1"),
+        ("classic_mapped [map index 1]", "final failure", "1 of 1"),
+        ("taskflow_mapped [map index 0]", "final failure", "1 of 1"),
+        ("taskflow_mapped [map index 1]", "final failure", "1 of 1"),
+        ("taskflow_mapped [map index 2]", "final failure", "1 of 1"),
+    ]
+
+
+def test_no_alert_when_flags_are_off_or_task_succeeds(airflow, robot):
+    result = _dags_test(airflow, robot, "dingbot_flags_off")
+
+    assert "Marking task as FAILED" in result.stdout + result.stderr  # the DAG did run and fail
+    assert robot.requests == []
+
+
+def test_tasks_test_sends_the_retry_alert_of_its_single_try(airflow, robot):
+    result = airflow(["tasks", "test", "dingbot_default_args", "fails"], robot_env(robot))
+    assert_no_secret(result.stdout, result.stderr)
+
+    assert _alerts(robot) == [("fails", "will retry", "1 of 2")]
+
+
+def test_refused_alert_is_logged_once_and_changes_nothing(airflow, robot):
+    robot.set_mode("errcode", errcode=310000, errmsg="keywords not in content")
+    result = _dags_test(airflow, robot, "dingbot_default_args")
+    output = result.stdout + result.stderr
+
+    assert len(robot.requests) == 2, "a permanent refusal is not retried"
+    refusals = [line for line in output.splitlines() if "errcode=310000" in line]
+    assert len(refusals) == 2, refusals  # one line per alert (retry, then final failure)
+    assert "Marking task as UP_FOR_RETRY" in output and "Marking task as FAILED" in output
+
+
+def test_silent_robot_costs_at_most_the_deadline(airflow, robot):
+    robot.set_mode("hang")
+    started = time.monotonic()
+    result = airflow(
+        ["tasks", "test", "dingbot_default_args", "fails"],
+        robot_env(robot, AIRFLOW__DINGBOT__TIMEOUT="2", AIRFLOW__DINGBOT__READ_TIMEOUT="30"),
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+
+    assert "Marking task as UP_FOR_RETRY" in output
+    assert re.search(r"not delivered after 2\.\d s", output), output[-3000:]
+    # Airflow start-up dominates; without the deadline the 30 s read timeout would show here.
+    assert elapsed < 25, elapsed
+    assert_no_secret(output)

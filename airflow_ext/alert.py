@@ -17,6 +17,7 @@ from typing import Any
 
 #: Lines of traceback kept in an alert: the tail, where the exception was raised.
 TRACEBACK_TAIL_LINES = 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CARETS = re.compile(r"^\s*[\^~]+\s*$")
 
 
@@ -29,12 +30,7 @@ def clean_text(value: Any) -> str:
     """Text that always encodes as UTF-8: lone surrogates and undecodable bytes become U+FFFD."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    text = value if isinstance(value, str) else str(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
-    return text
+    return _SURROGATE.sub("\ufffd", value if isinstance(value, str) else str(value))
 
 
 def _format_traceback(error: BaseException, tb: TracebackType | None) -> str | None:

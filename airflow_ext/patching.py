@@ -1,0 +1,665 @@
+"""Apply, check and revert the Airflow core patch series: quilt-like, in pure Python.
+
+The series for an Airflow version lives in ``<patches_root>/<version>/series`` (one patch name
+per line; blank lines and ``#`` comments are ignored). Each patch is a Debian DEP-3 header
+followed by ``diff -u`` output whose paths are applied with ``-p1`` relative to the directory
+holding the installed ``airflow`` package (site-packages).
+
+Rules, stricter than ``patch(1)`` on purpose:
+
+* No fuzz and no offset search: every hunk's context and removed lines must match exactly, at
+  exactly the line its header states (counting the lines earlier hunks and patches shifted),
+  with exact line endings, including ``\\ No newline at end of file``.
+* The truth about a file is the sha256 in the ``RECORD`` of the installed apache-airflow
+  distribution. A file is *pristine* if it hashes to RECORD, *patched* if reverse-applying the
+  series to it succeeds and yields the RECORD hash, otherwise *modified*.
+* ``apply`` patches only pristine files, ``revert`` only yields RECORD-identical files; both
+  compute every result in memory first and write all files or none.
+
+This module must not import airflow: the installation may be half-patched or broken.
+No ``patch`` binary is needed (the apache/airflow image does not have one); patches are
+parsed with :mod:`unidiff`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from airflow_ext.errors import PatchError
+
+__all__ = [
+    "FileStatus",
+    "PatchError",
+    "SeriesStatus",
+    "apply_series",
+    "available_versions",
+    "check_series",
+    "default_patches_root",
+    "revert_series",
+    "series_for",
+    "series_status",
+]
+
+DIST_NAME = "apache-airflow"
+
+# Per-file states.
+PRISTINE = "pristine"  # sha256 equals RECORD: as released
+PATCHED = "patched"  # reverse-applying the series yields the RECORD hash
+MODIFIED = "modified"  # neither
+MISSING = "missing"  # the file does not exist
+
+# Series states.
+APPLIED = "applied"
+NOT_APPLIED = "not applied"
+PARTIAL = "partially applied"
+# MODIFIED (above) doubles as the series state when any file is modified or missing.
+
+
+# --------------------------------------------------------------------------------------------
+# Locating things
+# --------------------------------------------------------------------------------------------
+
+
+def default_patches_root() -> Path:
+    """``airflow_ext/_patches`` in an installed wheel, else the repository's ``patches/``."""
+    package_dir = Path(__file__).resolve().parent
+    bundled = package_dir / "_patches"
+    if bundled.is_dir():
+        return bundled
+    return package_dir.parent / "patches"
+
+
+def _root(patches_root: os.PathLike | str | None) -> Path:
+    return Path(patches_root) if patches_root is not None else default_patches_root()
+
+
+def available_versions(patches_root: os.PathLike | str | None = None) -> list[str]:
+    """Versions that have a ``series`` file under *patches_root*, sorted."""
+    root = _root(patches_root)
+    try:
+        return sorted(child.name for child in root.iterdir() if (child / "series").is_file())
+    except OSError:
+        return []
+
+
+def series_for(version: str, patches_root: os.PathLike | str | None = None) -> list[Path]:
+    """The patch files of the series for Airflow *version*, in application order."""
+    root = _root(patches_root)
+    version_dir = root / version
+    series = version_dir / "series"
+    if not version or version in (".", "..") or "/" in version or "\\" in version or not series.is_file():
+        available = ", ".join(available_versions(root)) or "none"
+        raise PatchError(
+            f"no patch series for apache-airflow {version}; this airflow-dingbot supports: {available}"
+        )
+    try:
+        text = series.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PatchError(f"cannot read the patch series for apache-airflow {version}: {err}") from None
+
+    patches: list[Path] = []
+    seen = set()
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        name, options = tokens[0], tokens[1:]
+        if options and options[0].startswith("#"):
+            options = []
+        where = f"series for apache-airflow {version}, line {lineno}"
+        if any(option != "-p1" for option in options):
+            raise PatchError(f"{where}: unsupported option {' '.join(options)!r} (only -p1)")
+        parts = name.split("/")
+        if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise PatchError(f"{where}: invalid patch name {name!r}")
+        if name in seen:
+            raise PatchError(f"{where}: {name} is listed twice")
+        seen.add(name)
+        path = version_dir.joinpath(*parts)
+        if not path.is_file():
+            raise PatchError(f"{where}: patch file {name} does not exist")
+        patches.append(path)
+    if not patches:
+        raise PatchError(f"the patch series for apache-airflow {version} is empty")
+    return patches
+
+
+def _resolve_dist(dist: metadata.Distribution | None) -> metadata.Distribution:
+    if dist is None:
+        try:
+            dist = metadata.distribution(DIST_NAME)
+        except metadata.PackageNotFoundError:
+            raise PatchError(f"{DIST_NAME} is not installed in this Python environment") from None
+    if not dist.version:
+        raise PatchError(f"the installed {DIST_NAME} has no version in its metadata")
+    return dist
+
+
+def _read_record(dist: metadata.Distribution) -> dict[str, tuple[str, str]]:
+    """RECORD as ``{path: (algorithm, urlsafe-b64 digest without padding)}``; unhashed entries skipped."""
+    text = dist.read_text("RECORD")
+    if text is None:
+        raise PatchError(
+            f"{DIST_NAME} {dist.version} has no RECORD, so its files cannot be verified as released"
+        )
+    record: dict[str, tuple[str, str]] = {}
+    for row in csv.reader(text.splitlines()):
+        if len(row) < 2 or "=" not in row[1]:
+            continue
+        algorithm, digest = row[1].split("=", 1)
+        record[row[0]] = (algorithm, digest)
+    return record
+
+
+def _digest(data: bytes, algorithm: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=").decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing patches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hunk:
+    number: int  # 1-based, within its file diff (as patch(1) counts)
+    src_start: int
+    src_len: int
+    tgt_start: int
+    tgt_len: int
+    old: tuple[str, ...]  # context + removed lines, exact text including line ending
+    new: tuple[str, ...]  # context + added lines
+
+
+@dataclass(frozen=True)
+class _FileDiff:
+    path: str  # after -p1: relative to site-packages, as in RECORD
+    hunks: tuple[_Hunk, ...]
+
+
+@dataclass(frozen=True)
+class _Patch:
+    name: str
+    path: Path
+    diffs: tuple[_FileDiff, ...]
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on ``\\n`` only, keeping line endings (``\\r\\n`` stays intact); ``"".join`` inverts it."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _diff_body(lines: Sequence[str]) -> list[str]:
+    """Drop the DEP-3 header: everything before the first ``--- `` (or ``diff --git``) line."""
+    for index, line in enumerate(lines):
+        if line.startswith(("--- ", "diff --git ")):
+            return list(lines[index:])
+    return []
+
+
+def _strip_p1(name: str, patch_name: str) -> str:
+    name = name.strip().rstrip("\r")
+    if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
+        name = name[1:-1]
+    parts = name.split("/")
+    rest = parts[1:]
+    if not rest or name.startswith("/") or any(part in ("", ".", "..") for part in rest):
+        raise PatchError(f"{patch_name}: unsupported file name {name!r} in the diff")
+    return "/".join(rest)
+
+
+def _parse_patch(path: Path, name: str) -> _Patch:
+    try:
+        from unidiff import PatchSet
+        from unidiff.errors import UnidiffParseError
+    except ImportError:  # pragma: no cover - unidiff is a declared dependency
+        raise PatchError("the 'unidiff' package is required to apply the patch series") from None
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise PatchError(f"cannot read patch {name}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise PatchError(f"patch {name} is not UTF-8 text") from None
+
+    body = _diff_body(_split_lines(text))
+    if not body:
+        raise PatchError(f"patch {name} contains no diff")
+    try:
+        patch_set = PatchSet(body)
+    except UnidiffParseError as err:
+        raise PatchError(f"patch {name} is malformed: {err}") from None
+
+    diffs: list[_FileDiff] = []
+    for patched_file in patch_set:
+        source, target = patched_file.source_file, patched_file.target_file
+        if getattr(patched_file, "is_binary_file", False):
+            raise PatchError(f"{name}: binary diffs are not supported")
+        if source in (None, "/dev/null") or target in (None, "/dev/null"):
+            raise PatchError(f"{name}: creating or deleting files is not supported")
+        rel = _strip_p1(source, name)
+        if _strip_p1(target, name) != rel:
+            raise PatchError(f"{name}: renaming files is not supported ({rel})")
+        if not len(patched_file):
+            raise PatchError(f"{name}: the diff for {rel} has no hunks")
+        hunks = []
+        for number, hunk in enumerate(patched_file, 1):
+            hunks.append(_convert_hunk(hunk, number, name, rel))
+        diffs.append(_FileDiff(rel, tuple(hunks)))
+    if not diffs:
+        raise PatchError(f"patch {name} contains no diff")
+    return _Patch(name, path, tuple(diffs))
+
+
+def _convert_hunk(hunk, number: int, patch_name: str, rel: str) -> _Hunk:
+    entries: list[list[str]] = []  # [line_type, text]
+    for line in hunk:
+        kind = line.line_type
+        if kind in (" ", "-", "+"):
+            entries.append([kind, line.value])
+        elif kind == "\\":  # "\ No newline at end of file" applies to the line before it
+            if not entries or not entries[-1][1].endswith("\n"):
+                raise PatchError(f"{patch_name}: misplaced 'No newline' marker in hunk #{number} for {rel}")
+            entries[-1][1] = entries[-1][1][:-1]
+        # anything else (a blank separator line after the hunk) carries no content
+    old = tuple(text for kind, text in entries if kind in " -")
+    new = tuple(text for kind, text in entries if kind in " +")
+    if len(old) != hunk.source_length or len(new) != hunk.target_length:
+        raise PatchError(f"{patch_name}: hunk #{number} for {rel} does not match its @@ line counts")
+    return _Hunk(
+        number, hunk.source_start, hunk.source_length, hunk.target_start, hunk.target_length, old, new
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Applying hunks, in memory
+# --------------------------------------------------------------------------------------------
+
+
+class _Mismatch(Exception):
+    def __init__(self, hunk: int, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.hunk = hunk
+        self.line = line
+        self.reason = reason
+
+
+def _position(start: int, length: int) -> int:
+    """0-based index of a hunk side: ``-5,3`` starts at line 5; ``-5,0`` inserts after line 5."""
+    return start - 1 if length else start
+
+
+def _apply_diff(lines: Sequence[str], diff: _FileDiff, *, reverse: bool) -> list[str]:
+    """Apply (or reverse-apply) one file's hunks exactly where their headers say. No fuzz."""
+    out: list[str] = []
+    pos = 0
+    for hunk in diff.hunks:
+        if reverse:
+            old, new = hunk.new, hunk.old
+            start, length, other_start, other_len = hunk.tgt_start, hunk.tgt_len, hunk.src_start, hunk.src_len
+        else:
+            old, new = hunk.old, hunk.new
+            start, length, other_start, other_len = hunk.src_start, hunk.src_len, hunk.tgt_start, hunk.tgt_len
+        index = _position(start, length)
+        if index < pos:
+            raise _Mismatch(hunk.number, start, "hunk overlaps the previous one or is out of order")
+        end = index + len(old)
+        if end > len(lines):
+            raise _Mismatch(hunk.number, start, f"the file has only {len(lines)} lines")
+        for offset, expected in enumerate(old):
+            if lines[index + offset] != expected:
+                raise _Mismatch(hunk.number, index + offset + 1, "context or removed line differs")
+        out.extend(lines[pos:index])
+        if _position(other_start, other_len) != len(out):
+            raise _Mismatch(hunk.number, start, "the @@ line numbers are inconsistent with earlier hunks")
+        if new and out and not out[-1].endswith("\n"):
+            raise _Mismatch(hunk.number, start, "text added after a last line without newline")
+        if any(not text.endswith("\n") for text in new[:-1]) or (
+            new and not new[-1].endswith("\n") and end < len(lines)
+        ):
+            raise _Mismatch(hunk.number, start, "'No newline at end of file' before the end of the file")
+        out.extend(new)
+        pos = end
+    out.extend(lines[pos:])
+    return out
+
+
+def _decode(data: bytes) -> list[str] | None:
+    try:
+        return _split_lines(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+def _reverse_file(data: bytes, diffs: Sequence[tuple[str, _FileDiff]]) -> bytes | None:
+    """Reverse-apply *diffs* (given in series order) to *data*; None if any hunk does not match."""
+    lines = _decode(data)
+    if lines is None:
+        return None
+    try:
+        for _, diff in reversed(diffs):
+            lines = _apply_diff(lines, diff, reverse=True)
+    except _Mismatch:
+        return None
+    return "".join(lines).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileStatus:
+    path: str  # relative to site-packages, as in RECORD and in the patches (after -p1)
+    location: Path
+    state: str  # PRISTINE, PATCHED, MODIFIED or MISSING
+    patches: list[str]  # names of the patches touching this file, in series order
+    current: bytes | None = field(default=None, repr=False)
+    reverted: bytes | None = field(default=None, repr=False)  # set when state == PATCHED
+
+
+@dataclass
+class SeriesStatus:
+    version: str
+    patches: list[Path]
+    files: list[FileStatus]
+    _parsed: list[_Patch] = field(default_factory=list, repr=False)
+
+    @property
+    def state(self) -> str:
+        states = {f.state for f in self.files}
+        if states & {MODIFIED, MISSING}:
+            return MODIFIED
+        if states == {PATCHED}:
+            return APPLIED
+        if states == {PRISTINE}:
+            return NOT_APPLIED
+        return PARTIAL
+
+    def paths(self, *states: str) -> list[str]:
+        return [f.path for f in self.files if f.state in states]
+
+    @property
+    def patch_names(self) -> list[str]:
+        return [p.name for p in self._parsed]
+
+
+def series_status(
+    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+) -> SeriesStatus:
+    """Parse the series for the installed version and classify every file it touches. Writes nothing."""
+    dist = _resolve_dist(dist)
+    version = dist.version
+    root = _root(patches_root)
+    patch_paths = series_for(version, root)
+    version_dir = root / version
+    parsed = [_parse_patch(path, path.relative_to(version_dir).as_posix()) for path in patch_paths]
+
+    per_file: dict[str, list[tuple[str, _FileDiff]]] = {}
+    for patch in parsed:
+        for diff in patch.diffs:
+            per_file.setdefault(diff.path, []).append((patch.name, diff))
+
+    record = _read_record(dist)
+    files: list[FileStatus] = []
+    for rel, diffs in per_file.items():
+        if rel not in record:
+            raise PatchError(
+                f"{diffs[0][0]} patches {rel}, which has no hash in the RECORD of {DIST_NAME} {version}"
+            )
+        algorithm, expected = record[rel]
+        try:
+            hashlib.new(algorithm)
+        except ValueError:
+            raise PatchError(
+                f"unsupported hash {algorithm!r} for {rel} in the RECORD of {DIST_NAME}"
+            ) from None
+        location = Path(str(dist.locate_file(rel)))
+        status = FileStatus(rel, location, MISSING, [name for name, _ in diffs])
+        files.append(status)
+        try:
+            current = location.read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise PatchError(f"cannot read {rel} of {DIST_NAME} {version}: {err.strerror or err}") from None
+        status.current = current
+        reverted = _reverse_file(current, diffs)
+        if reverted is not None and _digest(reverted, algorithm) == expected:
+            status.state, status.reverted = PATCHED, reverted
+        elif _digest(current, algorithm) == expected:
+            status.state = PRISTINE
+        else:
+            status.state = MODIFIED
+    return SeriesStatus(version, patch_paths, files, parsed)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: all files or none
+# --------------------------------------------------------------------------------------------
+
+
+def _write_temp(target: Path, data: bytes) -> str:
+    """Write *data* to a new temp file next to *target*, with *target*'s mode (and owner if possible)."""
+    st = os.stat(target)
+    fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".airflow-ext")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if hasattr(os, "chown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:
+                pass
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _commit(changes: Sequence[tuple[str, Path, bytes, bytes]], version: str) -> None:
+    """Replace each file with its new bytes. ``changes`` holds ``(rel, location, new, old)``.
+
+    All temp files are written first; only then are they renamed over the targets. If a rename
+    fails, the files already replaced are put back, so the tree is never left half-changed.
+    """
+    prepared: list[tuple[str, Path, str]] = []
+    try:
+        for rel, location, data, _ in changes:
+            target = Path(os.path.realpath(location))
+            prepared.append((rel, target, _write_temp(target, data)))
+    except OSError as err:
+        for _, _, tmp in prepared:
+            _unlink(tmp)
+        raise PatchError(
+            f"cannot write {changes[len(prepared)][0]} of {DIST_NAME} {version}: "
+            f"{err.strerror or err}; nothing changed"
+        ) from None
+
+    for index, (rel, target, tmp) in enumerate(prepared):
+        try:
+            os.replace(tmp, target)
+        except OSError as err:
+            for _, _, left in prepared[index:]:
+                _unlink(left)
+            not_restored = []
+            for (done_rel, done_target, _), (_, _, _, old) in zip(prepared[:index], changes[:index]):
+                try:
+                    os.replace(_write_temp(done_target, old), done_target)
+                except OSError:
+                    not_restored.append(done_rel)
+            outcome = f"could not restore {', '.join(not_restored)}" if not_restored else "nothing changed"
+            raise PatchError(
+                f"cannot replace {rel} of {DIST_NAME} {version}: {err.strerror or err}; {outcome}"
+            ) from None
+    _drop_stale_bytecode([target for _, target, _ in prepared])
+
+
+def _drop_stale_bytecode(targets: Sequence[Path]) -> None:
+    """Remove ``__pycache__/<module>.*.pyc`` of rewritten modules (hash-based .pyc may not notice)."""
+    for target in targets:
+        if target.suffix != ".py":
+            continue
+        cache = target.parent / "__pycache__"
+        try:
+            names = os.listdir(cache)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(target.stem + ".") and name.endswith(".pyc"):
+                _unlink(str(cache / name))
+
+
+# --------------------------------------------------------------------------------------------
+# Public commands
+# --------------------------------------------------------------------------------------------
+
+
+def _plural(count: int, word: str) -> str:
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+
+
+def _are(paths: Sequence[str]) -> str:
+    """``a.py is`` / ``a.py, b.py are``."""
+    return f"{', '.join(paths)} {'is' if len(paths) == 1 else 'are'}"
+
+
+def apply_series(
+    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+) -> str:
+    """Apply the series to pristine files: dry run in memory first, then write all files or none."""
+    status = series_status(dist=dist, patches_root=patches_root)
+    version = status.version
+    label = f"{DIST_NAME} {version}"
+    if status.state == APPLIED:
+        return f"{label}: patch series already applied ({_plural(len(status._parsed), 'patch')}), nothing changed"
+
+    not_pristine = [f for f in status.files if f.state != PRISTINE]
+    if not_pristine:
+        reasons = []
+        for f in not_pristine:
+            if f.state == MISSING:
+                reasons.append(f"{f.path} is missing")
+            elif f.state == PATCHED:
+                reasons.append(f"{f.path} is already patched")
+            else:
+                reasons.append(f"{f.path} differs from {label} as released")
+        hint = (
+            "run 'airflow-ext patch revert' first"
+            if status.state == PARTIAL
+            else f"reinstall apache-airflow=={version} to restore it"
+        )
+        raise PatchError(f"refusing to patch {label}: {'; '.join(reasons)} ({hint}); nothing changed")
+
+    texts: dict[str, list[str]] = {}
+    for f in status.files:
+        lines = _decode(f.current or b"")
+        if lines is None:
+            raise PatchError(f"{f.path} of {label} is not UTF-8 text; nothing changed")
+        texts[f.path] = lines
+    for patch in status._parsed:
+        for diff in patch.diffs:
+            try:
+                texts[diff.path] = _apply_diff(texts[diff.path], diff, reverse=False)
+            except _Mismatch as mismatch:
+                raise PatchError(
+                    f"{patch.name} does not apply to {label}: hunk #{mismatch.hunk} for {diff.path} "
+                    f"fails at line {mismatch.line} ({mismatch.reason}; no fuzz); nothing changed"
+                ) from None
+
+    changes = []
+    for f in status.files:
+        new = "".join(texts[f.path]).encode("utf-8")
+        diffs = [(p.name, d) for p in status._parsed for d in p.diffs if d.path == f.path]
+        # Belt and braces: what we write must be recognised as "patched" by check and revert.
+        if _reverse_file(new, diffs) != f.current:
+            raise PatchError(f"the series for {label} does not reverse cleanly on {f.path}; nothing changed")
+        if new != f.current:
+            changes.append((f.path, f.location, new, f.current or b""))
+    _commit(changes, version)
+    return f"{label}: applied {_plural(len(status._parsed), 'patch')} ({', '.join(status.patch_names)})"
+
+
+def check_series(
+    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+) -> str:
+    """Succeed iff the series is applied and every patched file is exactly as the series makes it."""
+    status = series_status(dist=dist, patches_root=patches_root)
+    label = f"{DIST_NAME} {status.version}"
+    state = status.state
+    if state == APPLIED:
+        return (
+            f"{label}: patch series applied and intact "
+            f"({_plural(len(status._parsed), 'patch')}, {_plural(len(status.files), 'file')})"
+        )
+    if state == NOT_APPLIED:
+        raise PatchError(
+            f"{label}: patch series not applied (all {_plural(len(status.files), 'target file')} "
+            "are as released); run 'airflow-ext patch apply'"
+        )
+    if state == PARTIAL:
+        raise PatchError(
+            f"{label}: patch series modified, only partially applied (patched: "
+            f"{', '.join(status.paths(PATCHED))}; as released: {', '.join(status.paths(PRISTINE))})"
+        )
+    parts = []
+    if status.paths(MODIFIED):
+        parts.append(f"{_are(status.paths(MODIFIED))} neither as released nor exactly as patched")
+    if status.paths(MISSING):
+        parts.append(f"{_are(status.paths(MISSING))} missing")
+    raise PatchError(f"{label}: patched files modified: {'; '.join(parts)}")
+
+
+def revert_series(
+    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+) -> str:
+    """Restore every patched file byte for byte (verified against RECORD), all or nothing."""
+    status = series_status(dist=dist, patches_root=patches_root)
+    label = f"{DIST_NAME} {status.version}"
+    if status.state == NOT_APPLIED:
+        return f"{label}: patch series not applied, nothing to revert"
+    bad = status.paths(MODIFIED, MISSING)
+    if bad:
+        raise PatchError(
+            f"cannot revert on {label}: {_are(bad)} neither as released nor exactly as patched "
+            f"(reinstall apache-airflow=={status.version} to restore it); nothing changed"
+        )
+    # Files already pristine (a partially applied series) are left alone; every patched file's
+    # reverse-applied bytes were verified against RECORD by series_status().
+    changes = [
+        (f.path, f.location, f.reverted, f.current or b"")
+        for f in status.files
+        if f.state == PATCHED and f.reverted is not None
+    ]
+    _commit(changes, status.version)
+    return (
+        f"{label}: reverted {_plural(len(status._parsed), 'patch')}; "
+        f"restored {_plural(len(changes), 'file')} as released ({', '.join(c[0] for c in changes)})"
+    )

@@ -25,12 +25,15 @@ def _conf():
 
 
 def _mask(*values: str | None) -> None:
-    """Register secrets with Airflow's secrets masker so no log handler can print them."""
+    """Keep secrets out of logs: Airflow's masker (task logs) and our own filter (everywhere else)."""
     from airflow.utils.log.secrets_masker import mask_secret
+
+    from airflow_ext.redaction import protect
 
     for value in values:
         if value:
             mask_secret(value)
+    protect(*values)
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,27 @@ def alert_kind(state: Any) -> AlertKind | None:
     return None
 
 
-def wants_alert(task: Any, kind: AlertKind | None) -> bool:
-    return task is not None and kind is not None and bool(getattr(task, _FLAG_FOR_KIND[kind], False))
+def task_flag(name: str, task: Any, mapped_task: Any = None) -> bool:
+    """A ding flag of ``task`` (the unmapped task failure handling works on).
+
+    For a mapped task the flag is read from the mapped operator's ``partial_kwargs``: unmapping a
+    *deserialized* mapped operator (the scheduler's case) yields a SerializedBaseOperator without
+    the partial() arguments (Airflow 2.x), so its own attribute would say False.
+    """
+    partial_kwargs = getattr(mapped_task, "partial_kwargs", None)
+    if isinstance(partial_kwargs, dict) and name in partial_kwargs:
+        return bool(partial_kwargs[name])
+    return bool(getattr(task, name, False))
+
+
+def wants_alert(kind: AlertKind | None, task: Any, mapped_task: Any = None) -> bool:
+    return task is not None and kind is not None and task_flag(_FLAG_FOR_KIND[kind], task, mapped_task)
 
 
 def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
     """Called from ``TaskInstance._handle_failure`` after the state is decided, beside the email alert."""
     kind = alert_kind(task_instance.state)
-    if not wants_alert(task, kind):
+    if not wants_alert(kind, task, getattr(task_instance, "task", None)):
         return
     try:
         _send(Alert.from_task_instance(task_instance, error, kind))

@@ -116,3 +116,17 @@ def test_silent_robot_costs_at_most_the_deadline(airflow, robot):
     # Airflow start-up dominates; without the deadline the 30 s read timeout would show here.
     assert elapsed < 25, elapsed
     assert_no_secret(output)
+
+
+def test_debug_logging_of_a_failing_robot_prints_no_secret(airflow, robot):
+    robot.set_mode("http500")
+    result = airflow(
+        ["tasks", "test", "dingbot_default_args", "fails"],
+        robot_env(robot, AIRFLOW__LOGGING__LOGGING_LEVEL="DEBUG", AIRFLOW__DINGBOT__TIMEOUT="1"),
+    )
+    output = result.stdout + result.stderr
+
+    assert "urllib3.connectionpool" in output or "connectionpool.py" in output, "DEBUG request lines were logged"
+    assert "access_token=***" in output
+    assert "HTTP 500" in output
+    assert_no_secret(output)

@@ -1,6 +1,6 @@
 from airflow import DAG
 from airflow.operators.python import PythonOperator
-from common import RETRY_ONCE, START, fail
+from dingbot_e2e_common import RETRY_ONCE, START, fail
 
 with DAG(
     "dingbot_default_args",

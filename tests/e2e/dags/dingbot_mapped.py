@@ -1,7 +1,7 @@
 from airflow import DAG
 from airflow.decorators import task
 from airflow.operators.python import PythonOperator
-from common import START, fail
+from dingbot_e2e_common import START, fail
 
 with DAG(
     "dingbot_mapped",

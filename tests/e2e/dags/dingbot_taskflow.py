@@ -1,5 +1,5 @@
 from airflow.decorators import dag, task, task_group
-from common import RETRY_ONCE, START
+from dingbot_e2e_common import RETRY_ONCE, START
 
 
 @dag(schedule=None, start_date=START, default_args={**RETRY_ONCE, "ding_on_failure": True})

@@ -1,0 +1,296 @@
+"""Times ``TaskInstance.handle_failure`` inside one Airflow installation (patched or not).
+
+Run with the Python of the environment under test, with ``AIRFLOW_HOME`` pointing at a migrated
+SQLite home. It builds a one-task DAG in-process (the ding flags are passed through
+``default_args``, which stock Airflow ignores), creates a DagRun and its TaskInstance in the
+database, and then repeatedly puts the TaskInstance back to RUNNING (committed, untimed) and times
+``ti.handle_failure(error=ValueError(...), session=session)`` with ``time.perf_counter``. The task
+has ``retries=0``, so every call takes the final-failure path.
+
+Two ways to run it:
+
+* ``python _handle_failure_worker.py once --iterations 200 --warmup 10`` prints one JSON object
+  with the samples, median and p99 (milliseconds), for a quick look by hand;
+* ``python _handle_failure_worker.py serve`` is what ``bench_failure_path.py`` uses: it keeps the
+  process (and its DAG, DagRun and session) alive and answers JSON commands, one per line on
+  stdin, so that the two environments can be measured alternately in one run. Everything the
+  process itself prints (Airflow's logs) goes to ``--log-file`` instead of the protocol stream.
+
+Standard library plus whatever the environment under test has; never imports the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+
+def summarize(samples_ms: list[float]) -> dict:
+    ordered = sorted(samples_ms)
+    if not ordered:
+        return {"n": 0, "median_ms": None, "p99_ms": None}
+    p99_index = min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))  # nearest rank
+    return {
+        "n": len(ordered),
+        "median_ms": statistics.median(ordered),
+        "p99_ms": ordered[p99_index],
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+    }
+
+
+def _fail_deep(depth: int) -> None:
+    if depth:
+        _fail_deep(depth - 1)
+    raise ValueError("benchmark failure: the task raised on purpose")
+
+
+def make_error() -> ValueError:
+    """A raised-and-caught exception, so it carries a real traceback like a failing task's."""
+    try:
+        _fail_deep(3)
+    except ValueError as err:
+        return err
+    raise AssertionError("unreachable")
+
+
+class Bench:
+    def __init__(self) -> None:
+        t0 = time.perf_counter()
+        from airflow.models.dag import DAG
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.operators.python import PythonOperator
+        from airflow.utils.session import create_session
+        from airflow.utils.state import DagRunState, TaskInstanceState
+        from airflow.utils.types import DagRunType
+
+        import airflow
+
+        # The `airflow` CLI loads the auth manager, whose FAB models define the ab_user table that
+        # task_instance_note refers to; without it SQLAlchemy cannot flush a TaskInstance.
+        try:
+            import airflow.providers.fab.auth_manager.models  # noqa: F401
+        except ImportError:
+            pass
+
+        self.airflow_version = airflow.__version__
+        self.TaskInstanceState = TaskInstanceState
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        dag_id = f"bench_handle_failure_{os.getpid()}"
+        self.dag = DAG(
+            dag_id,
+            schedule=None,
+            start_date=start,
+            catchup=False,
+            # Passed through default_args so the very same code runs on stock Airflow.
+            default_args={"retries": 0, "ding_on_failure": True, "ding_on_retry": True},
+        )
+        self.task = PythonOperator(task_id="fails", python_callable=_fail_deep, op_args=[3], dag=self.dag)
+        self.dag.sync_to_db()
+        self._session_cm = create_session()
+        self.session = self._session_cm.__enter__()
+        run_id = f"bench__{os.getpid()}"
+        self.dagrun = self.dag.create_dagrun(
+            run_id=run_id,
+            state=DagRunState.RUNNING,
+            execution_date=start,
+            data_interval=(start, start),
+            run_type=DagRunType.MANUAL,
+            session=self.session,
+        )
+        self.session.commit()
+        ti = self.dagrun.get_task_instance(self.task.task_id, session=self.session)
+        assert isinstance(ti, TaskInstance), ti
+        ti.refresh_from_task(self.task)
+        self.ti = ti
+        self.try_number = 0
+        self.setup_s = time.perf_counter() - t0
+
+    def info(self) -> dict:
+        return {
+            "airflow_version": self.airflow_version,
+            "task_has_ding_flags": hasattr(self.task, "ding_on_failure"),
+            "ding_on_failure": bool(getattr(self.task, "ding_on_failure", False)),
+            "ding_on_retry": bool(getattr(self.task, "ding_on_retry", False)),
+            "taskinstance_calls_hook": _taskinstance_calls_hook(),
+            "setup_s": self.setup_s,
+        }
+
+    def _reset_to_running(self) -> None:
+        # A new try each time: every alert is a distinct message (its msgUuid changes with the try).
+        self.try_number += 1
+        self.ti.state = self.TaskInstanceState.RUNNING
+        self.ti.try_number = self.try_number
+        self.ti.end_date = None
+        self.session.merge(self.ti)
+        self.session.commit()
+
+    def one(self) -> tuple[float, str]:
+        self._reset_to_running()
+        error = make_error()
+        t0 = time.perf_counter()
+        self.ti.handle_failure(error=error, session=self.session)
+        elapsed = time.perf_counter() - t0
+        self.session.commit()
+        state = getattr(self.ti.state, "value", self.ti.state)
+        return elapsed * 1000.0, str(state)
+
+    def run(self, n: int, warmup: int) -> dict:
+        states = set()
+        for _ in range(warmup):
+            states.add(self.one()[1])
+        samples = []
+        for _ in range(n):
+            ms, state = self.one()
+            samples.append(ms)
+            states.add(state)
+        return {"samples_ms": samples, "states": sorted(states), "calls": n + warmup}
+
+    def breakdown(self, n: int) -> dict:
+        """Patched environment only: time the pieces of one alert, called directly, in this thread."""
+        from airflow_ext import config
+        from airflow_ext.alert import Alert, AlertKind
+        from airflow_ext.channels.dingtalk import DingTalkRobot
+        from airflow_ext.delivery import RetryPolicy, deliver, run_within
+        from airflow_ext.hooks import send_ding_alert
+
+        parts: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "alert_from_task_instance",
+                "read_config_and_backend",
+                "render_body",
+                "http_post_new_session",
+                "thread_start_join",
+                "send_ding_alert_total",
+            )
+        }
+        self._reset_to_running()
+        self.ti.state = self.TaskInstanceState.FAILED  # as _handle_failure leaves it before the hook
+        error = make_error()
+
+        def timed(key, fn):
+            t0 = time.perf_counter()
+            out = fn()
+            parts[key].append((time.perf_counter() - t0) * 1000.0)
+            return out
+
+        for i in range(n + 3):
+            alert = timed("alert_from_task_instance",
+                          lambda: Alert.from_task_instance(self.ti, error, AlertKind.FAILURE))
+
+            def read_config():
+                config.load_backend()
+                settings = config.load_dingtalk_settings()
+                delivery = config.load_delivery_settings()
+                return settings, delivery
+
+            settings, delivery = timed("read_config_and_backend", read_config)
+            robot = DingTalkRobot(settings)
+            body = timed("render_body", lambda: robot.body_for(alert))
+            policy = RetryPolicy.from_settings(delivery)
+            timed(
+                "http_post_new_session",
+                lambda: deliver(
+                    lambda t: DingTalkRobot(settings).post(
+                        body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s
+                    ),
+                    policy,
+                ),
+            )
+            timed("thread_start_join", lambda: run_within(lambda: None, 5.0))
+            self.ti.try_number = 10_000 + i  # a distinct message for the robot
+            timed("send_ding_alert_total",
+                  lambda: send_ding_alert(task_instance=self.ti, task=self.task, error=error))
+        # drop the warm-up calls
+        return {key: summarize(values[3:]) for key, values in parts.items()}
+
+    def close(self) -> None:
+        self._session_cm.__exit__(None, None, None)
+
+
+def _taskinstance_calls_hook() -> bool:
+    import airflow.models.taskinstance as module
+
+    try:
+        with open(module.__file__, encoding="utf-8") as fh:
+            return "airflow_ext.hooks" in fh.read()
+    except OSError:
+        return False
+
+
+def private_stdout(log_file: str | None):
+    """Keep a private copy of the real stdout for results, then send fd 1 and 2 (and with them every
+    log handler Airflow sets up) to ``log_file`` (None: to stderr)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    if log_file is None:
+        os.dup2(2, 1)
+    else:
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+    return proto
+
+
+def serve(log_file: str) -> int:
+    proto = private_stdout(log_file)
+
+    def reply(obj: dict) -> None:
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    try:
+        bench = Bench()
+    except Exception as err:  # reported to the driver, which shows the log
+        reply({"ok": False, "error": f"setup failed: {type(err).__name__}: {err}"})
+        return 1
+    reply({"ok": True, **bench.info()})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        op = cmd.get("op")
+        if op == "quit":
+            break
+        try:
+            for key, value in (cmd.get("env") or {}).items():
+                os.environ[key] = value  # Airflow's conf reads AIRFLOW__* variables on every get()
+            if op == "time":
+                reply({"ok": True, **bench.run(int(cmd["n"]), int(cmd.get("warmup", 0)))})
+            elif op == "breakdown":
+                reply({"ok": True, "parts": bench.breakdown(int(cmd["n"]))})
+            else:
+                reply({"ok": False, "error": f"unknown op {op!r}"})
+        except Exception as err:
+            reply({"ok": False, "error": f"{op} failed: {type(err).__name__}: {err}"})
+    bench.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    once = sub.add_parser("once", help="time N calls and print a JSON summary")
+    once.add_argument("--iterations", type=int, default=200)
+    once.add_argument("--warmup", type=int, default=10)
+    srv = sub.add_parser("serve", help="answer JSON commands on stdin (used by bench_failure_path.py)")
+    srv.add_argument("--log-file", default=os.devnull)
+    args = parser.parse_args(argv)
+    if args.mode == "serve":
+        return serve(args.log_file)
+    out = private_stdout(None)
+    bench = Bench()
+    result = bench.run(args.iterations, args.warmup)
+    bench.close()
+    out.write(json.dumps({**bench.info(), **summarize(result["samples_ms"]), "states": result["states"]}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The hook the patch calls: flags decide, nothing raises, nothing outlasts the deadline, no secret leaks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_ext import hooks
+from airflow_ext.alert import Alert, AlertKind
+from tests.conftest import ROBOT_SECRET, ROBOT_TOKEN, robot_env
+
+RECEIVED: list[Alert] = []
+
+
+def recording_backend(alert: Alert) -> str:
+    """A custom backend, importable by path like any ``[dingbot] ding_bot_backend``."""
+    RECEIVED.append(alert)
+    return "recorded"
+
+
+def exploding_backend(alert: Alert) -> None:
+    raise RuntimeError("backend bug")
+
+
+not_callable_backend = "just a string"
+
+
+@pytest.fixture
+def configure(monkeypatch):
+    def _configure(env: dict[str, str]) -> None:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+
+    RECEIVED.clear()
+    return _configure
+
+
+def failing_ti(state: str, *, try_number: int = 1, max_tries: int = 1):
+    return SimpleNamespace(
+        state=state,
+        dag_id="dag",
+        task_id="task",
+        run_id="manual__1",
+        map_index=-1,
+        try_number=try_number,
+        max_tries=max_tries,
+        execution_date=None,
+        hostname="worker-1",
+        log_url="http://airflow.example/log",
+    )
+
+
+def task(**flags):
+    return SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
+
+
+@pytest.mark.parametrize(
+    "state, flags, expected",
+    [
+        ("up_for_retry", {"ding_on_retry": True}, [AlertKind.RETRY]),
+        ("up_for_retry", {"ding_on_failure": True}, []),
+        ("failed", {"ding_on_failure": True}, [AlertKind.FAILURE]),
+        ("failed", {"ding_on_retry": True}, []),
+        ("failed", {}, []),
+        ("success", {"ding_on_failure": True, "ding_on_retry": True}, []),
+    ],
+)
+def test_flags_decide_per_outcome(configure, state, flags, expected):
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    hooks.send_ding_alert(task_instance=failing_ti(state), task=task(**flags), error=ValueError("x"))
+
+    assert [alert.kind for alert in RECEIVED] == expected
+
+
+def test_no_task_no_alert(configure):
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    hooks.send_ding_alert(task_instance=failing_ti("failed"), task=None, error="zombie")
+
+    assert RECEIVED == []
+
+
+def test_custom_backend_receives_the_alert_model(configure):
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    hooks.send_ding_alert(
+        task_instance=failing_ti("failed", try_number=2, max_tries=1),
+        task=task(ding_on_failure=True),
+        error=ValueError("disk full"),
+    )
+
+    (alert,) = RECEIVED
+    assert (alert.dag_id, alert.try_number, alert.attempts_allowed) == ("dag", 2, 2)
+    assert (alert.exception_type, alert.exception_message) == ("ValueError", "disk full")
+
+
+@pytest.mark.parametrize(
+    "backend, expected_log",
+    [
+        (f"{__name__}.exploding_backend", "was not sent"),
+        (f"{__name__}.not_callable_backend", "[dingbot] ding_bot_backend: "),
+        ("no.such.module.sender", "[dingbot] ding_bot_backend: cannot import 'no.such.module.sender'"),
+    ],
+)
+def test_backend_problems_are_logged_never_raised(configure, caplog, backend, expected_log):
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": backend})
+
+    with caplog.at_level(logging.INFO, logger="airflow_ext"):
+        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+
+    assert expected_log in caplog.text
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_missing_bot_url_is_a_clear_error(configure, caplog, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__DINGDING__BOT_URL", raising=False)
+
+    with caplog.at_level(logging.ERROR, logger="airflow_ext"):
+        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+
+    assert "[dingding] bot_url is not set" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["hang", "http500", "garbage"])
+def test_unhealthy_robot_is_bounded_by_the_deadline(configure, caplog, robot, mode):
+    robot.set_mode(mode)
+    configure(robot_env(robot, AIRFLOW__DINGBOT__TIMEOUT="1.5", AIRFLOW__DINGBOT__READ_TIMEOUT="60"))
+
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5 + 0.2, elapsed
+    assert "not delivered" in caplog.text
+    assert ROBOT_TOKEN not in caplog.text and ROBOT_SECRET not in caplog.text
+
+
+def test_delivered_alert_and_its_logs_hold_no_secret(configure, caplog, robot):
+    configure(robot_env(robot))
+
+    with caplog.at_level(logging.DEBUG):  # urllib3 logs request lines at DEBUG
+        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+
+    assert len(robot.messages) == 1 and "delivered" in caplog.text
+    for record in caplog.records:
+        rendered = record.getMessage() + str(record.args)
+        assert ROBOT_TOKEN not in rendered and ROBOT_SECRET not in rendered

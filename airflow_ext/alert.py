@@ -7,7 +7,9 @@ to JSON (an outbox row, or a request from an Airflow 3 worker to the API server)
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import sys
 import traceback as tb_module
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,12 +49,21 @@ def _format_traceback(error: BaseException, tb: TracebackType | None) -> str | N
     return "\n".join(lines)
 
 
-def _user_traceback(ti: Any, error: BaseException) -> TracebackType | None:
-    """Start the traceback at the task's own code, as Airflow's "Task failed with exception" log does."""
-    try:
-        return ti.get_truncated_error_traceback(error, truncate_to=ti._execute_task)
-    except Exception:
-        return error.__traceback__
+def _user_traceback(error: BaseException) -> TracebackType | None:
+    """Start the traceback at the first frame outside Airflow's own package: the task's code.
+
+    The frames above it (task runner, operator wrappers) are the same for every failure and would
+    fill a phone screen. A failure raised inside Airflow's own operators keeps the whole traceback.
+    """
+    airflow = sys.modules.get("airflow")
+    airflow_dir = os.path.dirname(getattr(airflow, "__file__", "") or "") + os.sep if airflow else None
+    tb = error.__traceback__
+    if not airflow_dir:
+        return tb
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(airflow_dir):
+        first = first.tb_next
+    return first or tb
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class Alert:
         if isinstance(error, BaseException):
             exception_type = type(error).__name__
             exception_message = clean_text(error)
-            traceback = _format_traceback(error, _user_traceback(ti, error))
+            traceback = _format_traceback(error, _user_traceback(error))
         elif error:
             exception_message = clean_text(error)
         logical_date = getattr(ti, "execution_date", None) or getattr(ti, "logical_date", None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -34,7 +35,7 @@ def summarize(samples_ms: list[float]) -> dict:
     ordered = sorted(samples_ms)
     if not ordered:
         return {"n": 0, "median_ms": None, "p99_ms": None}
-    p99_index = min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))  # nearest rank
+    p99_index = min(len(ordered) - 1, max(0, math.ceil(0.99 * len(ordered) - 1e-9) - 1))  # nearest rank
     return {
         "n": len(ordered),
         "median_ms": statistics.median(ordered),

@@ -474,8 +474,9 @@ def test_real_series_applies_to_copies_of_real_airflow_files(tmp_path):
     if real.version != "2.11.2":
         pytest.skip(f"installed apache-airflow is {real.version}, not 2.11.2")
     status = patching.series_status(dist=real, patches_root=REPO_PATCHES)  # reads only
-    if status.state != patching.NOT_APPLIED:
-        pytest.skip(f"installed apache-airflow 2.11.2 is not pristine ({status.state})")
+    if status.state not in (patching.NOT_APPLIED, patching.APPLIED):
+        pytest.fail(f"installed apache-airflow 2.11.2 is neither pristine nor patched ({status.state})")
+    installed_state = status.state
 
     site = tmp_path / "site"
     originals = {}
@@ -490,6 +491,11 @@ def test_real_series_applies_to_copies_of_real_airflow_files(tmp_path):
     (info / "RECORD").write_text(real.read_text("RECORD"))
     fake = metadata.PathDistribution(info)
     kw = {"dist": fake, "patches_root": REPO_PATCHES}
+    if installed_state == patching.APPLIED:  # the test environment is patched: start from released files
+        patching.revert_series(**kw)
+        originals = {rel: (site / rel).read_bytes() for rel in originals}
+        for rel, original in originals.items():
+            assert _sha256_record(original) in real.read_text("RECORD")
 
     message = patching.apply_series(**kw)
     assert "2.11.2" in message and "0003-taskinstance-ding-alert.patch" in message
@@ -504,4 +510,10 @@ def test_real_series_applies_to_copies_of_real_airflow_files(tmp_path):
     patching.revert_series(**kw)
     assert {rel: (site / rel).read_bytes() for rel in originals} == originals
     # the real installation was only read
-    assert patching.series_status(dist=real, patches_root=REPO_PATCHES).state == patching.NOT_APPLIED
+    assert patching.series_status(dist=real, patches_root=REPO_PATCHES).state == installed_state
+
+
+def _sha256_record(data: bytes) -> str:
+    """The sha256 field of a RECORD line for ``data``."""
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"

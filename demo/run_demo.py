@@ -1,0 +1,96 @@
+"""The demo: a DAG that retries, then fails, and the DingTalk alerts its two failed tries send.
+
+Runs in the environment `tox -e demo` builds: pinned Airflow 2.11.2 with the patch series applied,
+SQLite in a local AIRFLOW_HOME. Alerts go to the local DingTalk-compatible robot started here (it
+checks signatures and keywords like DingTalk and prints each message as the group would see it),
+or to your real robot when AIRFLOW__DINGDING__BOT_URL (and, if it signs, ..._SECRET) is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow_ext.fake_robot import FakeRobot
+
+DEMO_DIR = Path(__file__).resolve().parent
+DAG_ID = "dingbot_demo"
+BIN = Path(sys.executable).parent
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True)
+
+
+def main() -> int:
+    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(DEMO_DIR.parent / ".demo" / "airflow-home")))
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DEMO_DIR / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DINGBOT__TIMEOUT": env.get("AIRFLOW__DINGBOT__TIMEOUT", "10"),
+        }
+    )
+
+    robot = None
+    if env.get("AIRFLOW__DINGDING__BOT_URL") or env.get("AIRFLOW__DINGDING__BOT_URL_CMD"):
+        say("Alerts go to the DingTalk robot in AIRFLOW__DINGDING__BOT_URL")
+    else:
+        secret = "SEC" + secrets.token_hex(16)
+        robot = FakeRobot(
+            access_token=secrets.token_hex(16), secret=secret, keyword="Airflow", echo=print
+        ).start()
+        env.update(
+            {
+                "AIRFLOW__DINGDING__BOT_URL": robot.url,
+                "AIRFLOW__DINGDING__SECRET": secret,
+                "AIRFLOW__DINGDING__KEYWORD": "Airflow",
+                "AIRFLOW__DINGDING__AT_MOBILES": "13800000000",
+            }
+        )
+        say(
+            f"Local DingTalk-compatible robot on 127.0.0.1:{robot.port} "
+            "(signature and keyword security on; set AIRFLOW__DINGDING__BOT_URL to use a real robot)"
+        )
+
+    try:
+        say(f"Preparing the metadata database (SQLite in {home})")
+        migrate = airflow(["db", "migrate"], env)
+        if migrate.returncode != 0:
+            print(migrate.stdout[-3000:], migrate.stderr[-3000:], sep="\n")
+            return 1
+
+        say(f"airflow dags test {DAG_ID}: load_orders fails, retries once, fails again")
+        run = airflow(["dags", "test", DAG_ID], env)
+        log_file = home / "dags-test.log"
+        log_file.write_text(run.stdout + run.stderr)
+        for line in (run.stdout + run.stderr).splitlines():
+            if re.search(r"Marking task as|DingTalk .* alert", line):
+                print("   ", line.split(" - ", 1)[-1])
+        print(f"    (full log: {log_file})")
+
+        if robot is None:
+            delivered = len(re.findall(r"DingTalk \w+ alert .* delivered", run.stdout + run.stderr))
+            say(f"{delivered} of 2 alerts delivered to your robot")
+            return 0 if delivered == 2 else 1
+
+        messages = robot.wait_for_messages(2, timeout=15)
+        say(f"The group received {len(messages)} messages (expected 2: the retry, then the final failure)")
+        return 0 if len(messages) == 2 else 1
+    finally:
+        if robot is not None:
+            robot.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ connection and never answers cannot hold a failing task's process past the deadl
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ T = TypeVar("T")
 
 #: Below this much time left, another attempt cannot get an answer from a real robot.
 MIN_ATTEMPT_S = 0.05
+#: How long past its deadline a backend gets before the caller stops waiting: enough for a backend
+#: that honours the deadline to report its own, more telling, last error.
+HARD_STOP_GRACE_S = 0.1
+
+#: The absolute (time.monotonic) deadline of the alert being sent, set by :func:`run_within` so a
+#: backend's own retry loop ends when its caller stops waiting, not a little later.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("dingbot_deadline", default=None)
+
+
+def current_deadline() -> float | None:
+    return _DEADLINE.get()
 
 
 @dataclass(frozen=True)
@@ -59,13 +71,17 @@ def deliver(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    deadline_at: float | None = None,
 ) -> T:
     """Call ``send`` until it succeeds, a permanent DeliveryError, the attempts or the deadline run out.
 
+    The deadline is ``policy.deadline_s`` from now, or ``deadline_at`` (on ``clock``) if earlier.
     Each attempt's timeouts are shrunk to the time left, and backoff (exponential, full jitter) never
     sleeps past the deadline. Raises the last DeliveryError, or DeadlineExceeded.
     """
     deadline = clock() + policy.deadline_s
+    if deadline_at is not None:
+        deadline = min(deadline, deadline_at)
     backoff = wait_random_exponential(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s)
 
     def remaining() -> float:
@@ -77,11 +93,19 @@ def deliver(
     def out_of_time(state: RetryCallState) -> bool:
         return remaining() <= MIN_ATTEMPT_S
 
+    last_error: list[DeliveryError] = []
+
     def attempt() -> T:
         left = remaining()
         if left <= MIN_ATTEMPT_S:
+            if last_error:  # the robot's own last answer says more than "out of time"
+                raise last_error[-1]
             raise DeadlineExceeded(f"no answer from the robot within the {policy.deadline_s:g} s deadline")
-        return send(AttemptTimeouts(min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left)))
+        try:
+            return send(AttemptTimeouts(min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left)))
+        except DeliveryError as err:
+            last_error.append(err)
+            raise
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.max_attempts) | out_of_time,
@@ -94,22 +118,25 @@ def deliver(
 
 
 def run_within(fn: Callable[[], T], deadline_s: float, *, name: str = "dingbot-alert") -> T:
-    """Run ``fn`` in a daemon thread and give up waiting after ``deadline_s`` seconds.
+    """Run ``fn`` in a daemon thread and stop waiting ``HARD_STOP_GRACE_S`` after ``deadline_s`` seconds.
 
     The hard bound for any backend, whatever it does with sockets; a thread that overruns is left to
-    finish on its own and cannot keep the process alive.
+    finish on its own and cannot keep the process alive. ``fn`` sees the deadline through
+    :func:`current_deadline`.
     """
     outcome: dict[str, object] = {}
+    context = contextvars.copy_context()
+    context.run(_DEADLINE.set, time.monotonic() + deadline_s)
 
     def target() -> None:
         try:
-            outcome["result"] = fn()
+            outcome["result"] = context.run(fn)
         except BaseException as err:  # handed to the caller, which decides what to log
             outcome["error"] = err
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
-    thread.join(deadline_s)
+    thread.join(deadline_s + HARD_STOP_GRACE_S)
     if thread.is_alive():
         raise DeadlineExceeded(f"the alert backend did not finish within the {deadline_s:g} s deadline")
     if "error" in outcome:

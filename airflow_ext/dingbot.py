@@ -13,7 +13,7 @@ from typing import Any
 from airflow_ext import config
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.channels.dingtalk import DingTalkRobot
-from airflow_ext.delivery import RetryPolicy, deliver, run_within
+from airflow_ext.delivery import RetryPolicy, current_deadline, deliver, run_within
 
 
 def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
     return deliver(
         lambda timeouts: robot.post(body, connect_timeout_s=timeouts.connect_s, read_timeout_s=timeouts.read_s),
         policy,
+        deadline_at=current_deadline(),
     )
 
 

@@ -209,7 +209,51 @@ class Bench:
             timed("send_ding_alert_total",
                   lambda: send_ding_alert(task_instance=self.ti, task=self.task, error=error))
         # drop the warm-up calls
-        return {key: summarize(values[3:]) for key, values in parts.items()}
+        result = {key: summarize(values[3:]) for key, values in parts.items()}
+        result.update(self.in_situ(n))
+        return result
+
+    def in_situ(self, n: int) -> dict:
+        """handle_failure with the ding flags on and off, alternately, in this patched process, with
+        the time spent in the hook itself (send_ding_alert as the patched code calls it)."""
+        import airflow_ext.hooks as hooks
+
+        original = hooks.send_ding_alert
+        hook_ms: list[float] = []
+
+        def timed_hook(**kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(**kwargs)
+            finally:
+                hook_ms.append((time.perf_counter() - t0) * 1000.0)
+
+        # The patched _handle_failure imports send_ding_alert from the module at every call.
+        hooks.send_ding_alert = timed_hook
+        on: list[float] = []
+        off: list[float] = []
+        hook_on: list[float] = []
+        per_round = max(1, n // 2)
+        try:
+            for round_ in range(4):
+                for flag in (True, False) if round_ % 2 == 0 else (False, True):
+                    self.task.ding_on_failure = flag
+                    self.run(0, 2)
+                    hook_ms.clear()
+                    samples = self.run(per_round, 0)["samples_ms"]
+                    if flag:
+                        on.extend(samples)
+                        hook_on.extend(hook_ms)
+                    else:
+                        off.extend(samples)
+        finally:
+            hooks.send_ding_alert = original
+            self.task.ding_on_failure = True
+        return {
+            "hook_in_handle_failure": summarize(hook_on),
+            "handle_failure_flags_on": summarize(on),
+            "handle_failure_flags_off": summarize(off),
+        }
 
     def close(self) -> None:
         self._session_cm.__exit__(None, None, None)

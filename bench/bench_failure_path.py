@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import random
 import secrets
 import selectors
 import shutil
@@ -79,7 +80,7 @@ class Profile:
     parse_repeats: int  # extra parses per process, for the steadier "repeat parse" figure
 
 
-FULL = Profile("full", 4, 50, 5, 5, 50, 40, 20, 3)
+FULL = Profile("full", 4, 50, 5, 5, 50, 60, 30, 3)
 QUICK = Profile("quick", 2, 30, 3, 2, 30, 12, 6, 2)
 
 
@@ -361,6 +362,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def ratio_ci(num: list[float], den: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(num) / median(den): how far noise alone moves the ratio."""
+    rng = random.Random(20261121)
+    ratios = sorted(
+        statistics.median(rng.choices(num, k=len(num))) / statistics.median(rng.choices(den, k=len(den)))
+        for _ in range(resamples)
+    )
+    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
 def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, secret: str) -> dict:
     sys.path.insert(0, str(REPO))  # the fake robot is standard library only
     from airflow_ext.fake_robot import FakeRobot
@@ -478,14 +489,34 @@ def bench_import(envs, home: Path, profile: Profile) -> dict:
             result = run([str(venv_python(envs[name])), "-c", IMPORT_SNIPPET], f"import airflow ({name})", env=env)
             wall[name].append(time.perf_counter() - t0)
             inproc[name].append(float(result.stdout.rsplit("IMPORT_S", 1)[1]))
-    return {
+    # What the patch itself adds to `import airflow`: the import of airflow_ext.config_description
+    # from airflow/configuration.py, as CPython's own -X importtime reports it (cumulative).
+    ext_us = []
+    for _ in range(5):
+        result = run([str(venv_python(envs[PATCHED])), "-X", "importtime", "-c", "import airflow"],
+                     "import airflow -X importtime (patched)", env=airflow_env(envs[PATCHED], home))
+        cumulative = [
+            int(line.split("|")[1])
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:") and line.rstrip().endswith("airflow_ext.config_description")
+        ]
+        if not cumulative:
+            raise BenchError("the patched `import airflow` did not import airflow_ext.config_description")
+        ext_us.append(cumulative[0])
+    out = {
         name: {
             "n": len(inproc[name]),
             "import_median_s": statistics.median(inproc[name]),
             "process_median_s": statistics.median(wall[name]),
+            "import_samples_s": inproc[name],
+            "process_samples_s": wall[name],
         }
         for name in ENV_NAMES
     }
+    out["airflow_ext_import_ms"] = statistics.median(ext_us) / 1000
+    out["import_ratio_ci"] = ratio_ci(inproc[PATCHED], inproc[UNPATCHED])
+    out["process_ratio_ci"] = ratio_ci(wall[PATCHED], wall[UNPATCHED])
+    return out
 
 
 DAG_TEMPLATE = '''\
@@ -533,15 +564,20 @@ def bench_parse(envs, home: Path, tmp: Path, profile: Profile) -> dict:
     flagged = {name: seen[name]["tasks_with_ding_on_failure"] for name in ENV_NAMES}
     if flagged[PATCHED] != DAG_TASKS or flagged[UNPATCHED] != 0:
         raise BenchError(f"ding_on_failure did not reach the tasks as expected: {flagged}")
-    return {
+    out = {
         name: {
             "n": len(first[name]),
             "first_median_s": statistics.median(first[name]),
             "repeat_median_s": statistics.median(repeat[name]) if repeat[name] else None,
+            "first_samples_s": first[name],
+            "repeat_samples_s": repeat[name],
             "tasks_with_ding_flags": flagged[name],
         }
         for name in ENV_NAMES
     }
+    out["first_ratio_ci"] = ratio_ci(first[PATCHED], first[UNPATCHED])
+    out["repeat_ratio_ci"] = ratio_ci(repeat[PATCHED], repeat[UNPATCHED]) if repeat[PATCHED] else None
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -622,7 +658,22 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
              f"{(parse[p]['repeat_median_s'] - parse[u]['repeat_median_s']) * 1000:+.1f} ms",
              f"{repeat_ratio:.3f}", "", ""]
         )
-    main_table = _table(["figure", "unpatched", "patched", "added", "ratio", "target", "result"], rows)
+    def ci(bounds) -> str:
+        return f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else ""
+
+    for row in rows:
+        row.insert(5, "")
+    rows[4][5] = ci(imp["import_ratio_ci"])
+    rows[5][5] = ci(imp["process_ratio_ci"])
+    rows[6][5] = ci(parse["first_ratio_ci"])
+    if repeat_ratio is not None:
+        rows[7][5] = ci(parse["repeat_ratio_ci"])
+    rows.insert(5, ["  of which: importing airflow_ext.config_description (-X importtime)", "-",
+                    f"{imp['airflow_ext_import_ms']:.1f} ms", f"+{imp['airflow_ext_import_ms']:.1f} ms",
+                    "", "", "", ""])
+    main_table = _table(
+        ["figure", "unpatched", "patched", "added", "ratio", "ratio 95% CI", "target", "result"], rows
+    )
 
     parts = res["breakdown"]
     labels = {
@@ -632,11 +683,16 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         "http_post_new_session": "HTTP POST to the local robot (new requests.Session)",
         "thread_start_join": "run_within: start + join one thread (empty function)",
         "send_ding_alert_total": "send_ding_alert, all of the above end to end",
+        "hook_in_handle_failure": "send_ding_alert as the patched handle_failure calls it",
+        "handle_failure_flags_on": "handle_failure, ding_on_failure=True (same process)",
+        "handle_failure_flags_off": "handle_failure, ding_on_failure=False (same process)",
     }
     breakdown_table = _table(
         ["piece of one alert (patched env, healthy robot)", "median", "p99"],
         [[labels[k], _ms(v["median_ms"]), _ms(v["p99_ms"])] for k, v in parts.items()],
     )
+    on_off = parts["handle_failure_flags_on"]["median_ms"] - parts["handle_failure_flags_off"]["median_ms"]
+    breakdown_table += f"\n(flags on - flags off, same process: {on_off:+.1f} ms)"
 
     d = res["delivered"]
     counts = (
@@ -662,7 +718,11 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             breakdown_table,
             "",
             textwrap.fill(counts, 100),
-            "Targets are informational; timings on a shared machine vary from run to run.",
+            textwrap.fill(
+                "ratio 95% CI: bootstrap interval of the ratio of medians, i.e. how far run-to-run noise "
+                "alone moves it. Targets are informational; timings on a shared machine vary from run to run.",
+                100,
+            ),
         ]
     )
 

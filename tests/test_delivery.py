@@ -100,3 +100,34 @@ def test_run_within_gives_up_on_a_backend_that_never_returns():
         run_within(lambda: time.sleep(30), 0.3)
 
     assert time.monotonic() - started < 1.0
+
+
+def test_caller_deadline_wins_over_policy_deadline():
+    clock = FakeClock()
+    send, calls = scripted(clock, [retryable()] * 50, attempt_cost_s=0.2)
+
+    with pytest.raises(DeliveryError):
+        deliver(send, RetryPolicy(max_attempts=50, deadline_s=10), clock=clock, sleep=clock.sleep, deadline_at=1.0)
+
+    assert clock.now <= 1.0 + 0.2 and calls[0].read_s == 1.0
+
+
+def test_run_within_tells_the_backend_its_deadline():
+    from airflow_ext.delivery import current_deadline
+
+    before = time.monotonic()
+    seen = run_within(current_deadline, 2.0)
+
+    assert current_deadline() is None, "only the backend's thread sees it"
+    assert before + 2.0 <= seen <= time.monotonic() + 2.0
+
+
+def test_running_out_of_time_reports_the_robots_last_answer():
+    clock = FakeClock()
+    http500 = DeliveryError("the robot answered HTTP 500", retryable=True, http_status=500)
+    send, calls = scripted(clock, [http500] * 50, attempt_cost_s=0.3)
+
+    with pytest.raises(DeliveryError) as caught:
+        deliver(send, RetryPolicy(max_attempts=50, deadline_s=1.0), clock=clock, sleep=clock.sleep)
+
+    assert caught.value is http500

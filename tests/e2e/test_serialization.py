@@ -45,7 +45,7 @@ def round_trip(dag):
     ],
 )
 def test_flags_survive_round_trip(dagbag, dag_id, task_id, on_failure, on_retry):
-    task = round_trip(dagbag.get_dag(dag_id)).get_task(task_id)
+    task = round_trip(dagbag.dags[dag_id]).get_task(task_id)
 
     assert (task.ding_on_failure, task.ding_on_retry) == (on_failure, on_retry)
     assert hooks.wants_alert(AlertKind.FAILURE, task) is on_failure
@@ -54,8 +54,8 @@ def test_flags_survive_round_trip(dagbag, dag_id, task_id, on_failure, on_retry)
 
 @pytest.mark.parametrize("task_id", ["classic_mapped", "taskflow_mapped"])
 def test_mapped_flags_survive_round_trip_and_unmapping(dagbag, task_id):
-    original = dagbag.get_dag("dingbot_mapped").get_task(task_id)
-    mapped = round_trip(dagbag.get_dag("dingbot_mapped")).get_task(task_id)
+    original = dagbag.dags["dingbot_mapped"].get_task(task_id)
+    mapped = round_trip(dagbag.dags["dingbot_mapped"]).get_task(task_id)
 
     assert original.partial_kwargs["ding_on_failure"] is True
     assert mapped.partial_kwargs["ding_on_failure"] is True

@@ -70,7 +70,9 @@ def parse_bot_url(value: str | None) -> tuple[str, str]:
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError("[dingding] bot_url must be an http(s) URL like https://oapi.dingtalk.com/robot/send?access_token=...")
+        raise ConfigError(
+            "[dingding] bot_url must be an http(s) URL like https://oapi.dingtalk.com/robot/send?access_token=..."
+        )
     tokens = parse_qs(parts.query).get("access_token", [])
     if len(tokens) != 1 or not tokens[0].strip():
         raise ConfigError("[dingding] bot_url has no access_token query parameter")

@@ -102,7 +102,9 @@ def deliver(
                 raise last_error[-1]
             raise DeadlineExceeded(f"no answer from the robot within the {policy.deadline_s:g} s deadline")
         try:
-            return send(AttemptTimeouts(min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left)))
+            return send(
+                AttemptTimeouts(min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left))
+            )
         except DeliveryError as err:
             last_error.append(err)
             raise

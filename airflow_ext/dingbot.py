@@ -25,7 +25,9 @@ def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
     policy = RetryPolicy.from_settings(config.load_delivery_settings())
     body = robot.body_for(alert)
     return deliver(
-        lambda timeouts: robot.post(body, connect_timeout_s=timeouts.connect_s, read_timeout_s=timeouts.read_s),
+        lambda timeouts: robot.post(
+            body, connect_timeout_s=timeouts.connect_s, read_timeout_s=timeouts.read_s
+        ),
         policy,
         deadline_at=current_deadline(),
     )

@@ -89,9 +89,7 @@ _REQUIRED_FIELDS = {
 
 def compute_sign(secret: str, timestamp_ms: int) -> str:
     """Return the *un-encoded* base64 signature for ``timestamp_ms`` (the client URL-encodes it)."""
-    digest = hmac.new(
-        secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256
-    ).digest()
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
@@ -636,21 +634,36 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a local DingTalk-compatible custom robot that prints what the group would see.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765,
-                        help="port to bind; 0 = any free port (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to bind; 0 = any free port (default: %(default)s)"
+    )
     parser.add_argument("--token", default="demo-token", help="access_token the robot accepts")
     parser.add_argument("--secret", default=None, help="enable signature security with this secret")
     parser.add_argument("--keyword", default=None, help="enable keyword security with this keyword")
-    parser.add_argument("--rate-limit", type=int, default=RATE_LIMIT_PER_WINDOW,
-                        help="accepted messages per window (default: %(default)s)")
-    parser.add_argument("--window-s", type=float, default=WINDOW_S,
-                        help="rate-limit window in seconds (default: %(default)s)")
-    parser.add_argument("--block-s", type=float, default=BLOCK_S,
-                        help="seconds to refuse everything once the limit is exceeded (default: %(default)s)")
-    parser.add_argument("--messages-file", default=None, metavar="PATH",
-                        help="append each accepted message record to PATH as one JSON line")
-    parser.add_argument("--port-file", default=None, metavar="PATH",
-                        help="write the bound port number to PATH once listening")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=RATE_LIMIT_PER_WINDOW,
+        help="accepted messages per window (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--window-s", type=float, default=WINDOW_S, help="rate-limit window in seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--block-s",
+        type=float,
+        default=BLOCK_S,
+        help="seconds to refuse everything once the limit is exceeded (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--messages-file",
+        default=None,
+        metavar="PATH",
+        help="append each accepted message record to PATH as one JSON line",
+    )
+    parser.add_argument(
+        "--port-file", default=None, metavar="PATH", help="write the bound port number to PATH once listening"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo messages to stdout")
     args = parser.parse_args(argv)
 
@@ -697,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         robot.start()
     except OSError as exc:
-        print(f"fake DingTalk robot: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"fake DingTalk robot: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.port_file:

@@ -60,7 +60,10 @@ def _send(alert: Alert) -> None:
     from airflow_ext import config
     from airflow_ext.delivery import run_within
 
-    what = f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id} run {alert.run_id} try {alert.try_number}"
+    what = (
+        f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id} "
+        f"run {alert.run_id} try {alert.try_number}"
+    )
     started = time.monotonic()
     try:
         backend = config.load_backend()

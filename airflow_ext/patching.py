@@ -559,7 +559,8 @@ def apply_series(
     version = status.version
     label = f"{DIST_NAME} {version}"
     if status.state == APPLIED:
-        return f"{label}: patch series already applied ({_plural(len(status._parsed), 'patch')}), nothing changed"
+        applied = _plural(len(status._parsed), "patch")
+        return f"{label}: patch series already applied ({applied}), nothing changed"
 
     not_pristine = [f for f in status.files if f.state != PRISTINE]
     if not_pristine:

@@ -8,8 +8,9 @@ exception message loses its end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 from airflow_ext.alert import Alert
 

@@ -45,7 +45,9 @@ def test_sections_are_core_sections_with_sensitive_secrets():
 
 def test_cmd_variant_of_bot_url_works(monkeypatch):
     monkeypatch.delenv("AIRFLOW__DINGDING__BOT_URL", raising=False)
-    monkeypatch.setenv("AIRFLOW__DINGDING__BOT_URL_CMD", "echo http://127.0.0.1:1/robot/send?access_token=fromcmd")
+    monkeypatch.setenv(
+        "AIRFLOW__DINGDING__BOT_URL_CMD", "echo http://127.0.0.1:1/robot/send?access_token=fromcmd"
+    )
 
     assert config.load_dingtalk_settings().bot_url == "http://127.0.0.1:1/robot/send?access_token=fromcmd"
 
@@ -54,7 +56,10 @@ def test_cmd_variant_of_bot_url_works(monkeypatch):
     "env, message",
     [
         ({}, "[dingding] bot_url is not set"),
-        ({"AIRFLOW__DINGDING__BOT_URL": "oapi.dingtalk.com/robot/send"}, "[dingding] bot_url must be an http(s) URL"),
+        (
+            {"AIRFLOW__DINGDING__BOT_URL": "oapi.dingtalk.com/robot/send"},
+            "[dingding] bot_url must be an http(s) URL",
+        ),
         ({"AIRFLOW__DINGDING__BOT_URL": "https://oapi.dingtalk.com/robot/send"}, "no access_token"),
         ({"AIRFLOW__DINGDING__SECRET": "not-a-sec"}, "[dingding] secret must be"),
         ({"AIRFLOW__DINGDING__AT_MOBILES": "138000,abc"}, "[dingding] at_mobiles: 'abc'"),

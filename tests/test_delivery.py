@@ -83,7 +83,9 @@ def test_deadline_bounds_attempt_timeouts_and_backoff():
         deliver(send, policy, clock=clock, sleep=clock.sleep)
 
     assert clock.now <= 2.0 + 0.7, "no attempt starts after the deadline"
-    assert calls[0] == AttemptTimeouts(connect_s=2.0, read_s=2.0), "per-attempt timeouts shrink to the time left"
+    assert calls[0] == AttemptTimeouts(connect_s=2.0, read_s=2.0), (
+        "per-attempt timeouts shrink to the time left"
+    )
     assert all(c.read_s <= 2.0 for c in calls)
 
 
@@ -107,7 +109,9 @@ def test_caller_deadline_wins_over_policy_deadline():
     send, calls = scripted(clock, [retryable()] * 50, attempt_cost_s=0.2)
 
     with pytest.raises(DeliveryError):
-        deliver(send, RetryPolicy(max_attempts=50, deadline_s=10), clock=clock, sleep=clock.sleep, deadline_at=1.0)
+        deliver(
+            send, RetryPolicy(max_attempts=50, deadline_s=10), clock=clock, sleep=clock.sleep, deadline_at=1.0
+        )
 
     assert clock.now <= 1.0 + 0.2 and calls[0].read_s == 1.0
 

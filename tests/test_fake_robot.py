@@ -188,7 +188,7 @@ def test_body_size_limit_in_bytes(robot, n_bytes, expected):
     "body, errmsg_part",
     [
         (b"not json", "invalid json"),
-        (b"{\"msgtype\": ", "invalid json"),
+        (b'{"msgtype": ', "invalid json"),
         (b"\xff\xfe{}", "invalid json"),
         (b"", "invalid json"),
         (b"[1, 2]", "invalid json"),
@@ -200,8 +200,20 @@ def test_body_size_limit_in_bytes(robot, n_bytes, expected):
         ({"msgtype": "text", "text": {}}, "text.content"),
         ({"msgtype": "text", "text": {"content": 5}}, "text.content"),
     ],
-    ids=["garbage", "truncated", "not-utf8", "empty", "array", "no-msgtype", "unknown-msgtype",
-         "md-no-text", "md-no-title", "md-no-object", "text-no-content", "text-content-not-str"],
+    ids=[
+        "garbage",
+        "truncated",
+        "not-utf8",
+        "empty",
+        "array",
+        "no-msgtype",
+        "unknown-msgtype",
+        "md-no-text",
+        "md-no-title",
+        "md-no-object",
+        "text-no-content",
+        "text-content-not-str",
+    ],
 )
 def test_invalid_bodies(robot, body, errmsg_part):
     resp = post(robot.url, body)
@@ -283,8 +295,15 @@ def test_refused_msg_uuid_is_not_remembered():
         (txt("everyone", at={"isAtAll": True}), [], True),
         (txt("no at"), [], False),
     ],
-    ids=["mobile-not-in-text", "mobile-in-text", "not-listed", "markdown", "title-does-not-count", "all",
-         "none"],
+    ids=[
+        "mobile-not-in-text",
+        "mobile-in-text",
+        "not-listed",
+        "markdown",
+        "title-does-not-count",
+        "all",
+        "none",
+    ],
 )
 def test_mentions(robot, body, pinged, at_all):
     assert errcode_of(post(robot.url, body)) == 0
@@ -403,8 +422,11 @@ def test_messages_is_a_copy(robot):
 def test_echo_renders_what_the_group_sees():
     seen: list[str] = []
     with FakeRobot(TOKEN, secret=SECRET, echo=seen.append) as r:
-        body = md(title="任务失败 dag.t", text="### 失败\n@13800000000 please look",
-                  at={"atMobiles": ["13800000000", "13900000000"]})
+        body = md(
+            title="任务失败 dag.t",
+            text="### 失败\n@13800000000 please look",
+            at={"atMobiles": ["13800000000", "13900000000"]},
+        )
         assert errcode_of(post(signed_url(r), body)) == 0
         assert errcode_of(post(signed_url(r), txt("all hands", at={"isAtAll": True}))) == 0
         assert errcode_of(post(signed_url(r), txt("quiet"))) == 0
@@ -467,12 +489,31 @@ def test_control_endpoints_work_while_hanging():
 def test_cli_subprocess(tmp_path):
     port_file = tmp_path / "port"
     messages_file = tmp_path / "messages.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONIOENCODING="utf-8")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        PYTHONIOENCODING="utf-8",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_ext.fake_robot", "--port", "0", "--port-file", str(port_file),
-         "--token", TOKEN, "--secret", SECRET, "--messages-file", str(messages_file)],
-        cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "airflow_ext.fake_robot",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--token",
+            TOKEN,
+            "--secret",
+            SECRET,
+            "--messages-file",
+            str(messages_file),
+        ],
+        cwd=str(REPO_ROOT),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 10

@@ -81,7 +81,9 @@ def test_apply_check_idempotence_revert(venv, tmp_path):
         "print(t.ding_on_failure, t.ding_on_retry, conf.get('dingbot', 'ding_bot_backend'))",
         check=False,
     )
-    assert probe.stdout.strip().splitlines()[-1] == "True False airflow_ext.dingbot.dingbot_msg_sender", probe.stderr
+    assert probe.stdout.strip().splitlines()[-1] == "True False airflow_ext.dingbot.dingbot_msg_sender", (
+        probe.stderr
+    )
 
     reverted = cli(venv, "patch", "revert")
     assert reverted.returncode == 0, reverted.stderr

@@ -494,7 +494,7 @@ def test_real_series_applies_to_copies_of_real_airflow_files(tmp_path):
     if installed_state == patching.APPLIED:  # the test environment is patched: start from released files
         patching.revert_series(**kw)
         originals = {rel: (site / rel).read_bytes() for rel in originals}
-        for rel, original in originals.items():
+        for original in originals.values():
             assert _sha256_record(original) in real.read_text("RECORD")
 
     message = patching.apply_series(**kw)

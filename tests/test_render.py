@@ -25,7 +25,9 @@ def make_alert(**overrides) -> Alert:
         log_url="http://airflow.example/dags/orders_daily/grid?tab=logs",
         exception_type="ValueError",
         exception_message="orders table is empty",
-        traceback='Traceback (most recent call last):\n  File "dag.py", line 3\nValueError: orders table is empty',
+        traceback=(
+            'Traceback (most recent call last):\n  File "dag.py", line 3\nValueError: orders table is empty'
+        ),
     )
     fields.update(overrides)
     return Alert(**fields)

@@ -46,7 +46,7 @@ PERMANENT_ERRCODE_HINTS = {
 
 def sign(secret: str, timestamp_ms: int) -> str:
     """URL-encoded base64(HMAC-SHA256(secret, f"{timestamp_ms}\\n{secret}")), as DingTalk checks it."""
-    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode("utf-8"), hashlib.sha256)
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256)
     return quote_plus(base64.b64encode(digest.digest()))
 
 

@@ -102,7 +102,11 @@ def test_refusals_raise_classified_delivery_errors(robot, setup, retryable, errc
     with pytest.raises(DeliveryError) as caught:
         channel.post(channel.body_for(make_alert()), **TIMEOUTS)
 
-    assert (caught.value.retryable, caught.value.errcode, caught.value.http_status) == (retryable, errcode, status)
+    assert (caught.value.retryable, caught.value.errcode, caught.value.http_status) == (
+        retryable,
+        errcode,
+        status,
+    )
 
 
 def test_wrong_secret_is_refused_by_the_robot(robot):

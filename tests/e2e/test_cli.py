@@ -27,7 +27,9 @@ def test_send_test_prints_the_robots_answer(airflow_base_env, robot):
     assert_no_secret(result.stdout, result.stderr)
 
 
-@pytest.mark.parametrize("errcode, errmsg", [(310000, "keywords not in content"), (300001, "token is not exist")])
+@pytest.mark.parametrize(
+    "errcode, errmsg", [(310000, "keywords not in content"), (300001, "token is not exist")]
+)
 def test_send_test_exits_non_zero_with_errcode_and_errmsg(airflow_base_env, robot, errcode, errmsg):
     robot.set_mode("errcode", errcode=errcode, errmsg=errmsg)
 
@@ -56,6 +58,8 @@ def test_custom_backend_end_to_end(airflow, robot, tmp_path):
     )
 
     alerts = [json.loads(line) for line in sink.read_text().splitlines()]
-    assert [(a["kind"], a["try_number"]) for a in alerts] == [("retry", 1), ("failure", 2)], result.stdout[-2000:]
+    assert [(a["kind"], a["try_number"]) for a in alerts] == [("retry", 1), ("failure", 2)], result.stdout[
+        -2000:
+    ]
     assert {a["exception_type"] for a in alerts} == {"ValueError"}
     assert robot.requests == [], "the custom backend replaced the DingTalk sender"

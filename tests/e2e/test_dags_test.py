@@ -126,7 +126,9 @@ def test_debug_logging_of_a_failing_robot_prints_no_secret(airflow, robot):
     )
     output = result.stdout + result.stderr
 
-    assert "urllib3.connectionpool" in output or "connectionpool.py" in output, "DEBUG request lines were logged"
+    assert "urllib3.connectionpool" in output or "connectionpool.py" in output, (
+        "DEBUG request lines were logged"
+    )
     assert "access_token=***" in output
     assert "HTTP 500" in output
     assert_no_secret(output)

@@ -47,7 +47,11 @@ def test_scheduler_run_alerts_once_per_failed_try(scheduler_env, robot, tmp_path
     scheduler_log = tmp_path / "scheduler.log"
     with scheduler_log.open("w") as out:
         scheduler = subprocess.Popen(
-            [airflow, "scheduler"], env=scheduler_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [airflow, "scheduler"],
+            env=scheduler_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             messages = robot.wait_for_messages(2, timeout=150)

@@ -141,6 +141,9 @@ def run_within(fn: Callable[[], T], deadline_s: float, *, name: str = "dingbot-a
     thread.join(deadline_s + HARD_STOP_GRACE_S)
     if thread.is_alive():
         raise DeadlineExceeded(f"the alert backend did not finish within the {deadline_s:g} s deadline")
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
+    error = outcome.get("error")
+    if isinstance(error, Exception):
+        raise error
+    if error is not None:  # SystemExit & co. in the backend's thread must not end the caller's process
+        raise DeliveryError(f"the alert backend raised {type(error).__name__}", retryable=False)
     return outcome.get("result")  # type: ignore[return-value]

@@ -75,6 +75,9 @@ def _send(alert: Alert) -> None:
     except DeliveryError as err:
         Stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
         log.error("%s not delivered after %.1f s: %s", what, time.monotonic() - started, err)
+    except Exception:  # a custom backend's bug: its traceback is what its author needs
+        Stats.incr("dingbot.alert.failed")
+        log.exception("%s not sent: the backend %s raised", what, config.backend_path())
     else:
         Stats.incr("dingbot.alert.sent")
         Stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)

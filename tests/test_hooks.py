@@ -25,6 +25,10 @@ def exploding_backend(alert: Alert) -> None:
     raise RuntimeError("backend bug")
 
 
+def exiting_backend(alert: Alert) -> None:
+    raise SystemExit(3)
+
+
 not_callable_backend = "just a string"
 
 
@@ -101,7 +105,8 @@ def test_custom_backend_receives_the_alert_model(configure):
 @pytest.mark.parametrize(
     "backend, expected_log",
     [
-        (f"{__name__}.exploding_backend", "was not sent"),
+        (f"{__name__}.exploding_backend", "not sent: the backend tests.test_hooks.exploding_backend raised"),
+        (f"{__name__}.exiting_backend", "the alert backend raised SystemExit"),
         (f"{__name__}.not_callable_backend", "[dingbot] ding_bot_backend: "),
         ("no.such.module.sender", "[dingbot] ding_bot_backend: cannot import 'no.such.module.sender'"),
     ],

@@ -63,3 +63,24 @@ def test_custom_backend_end_to_end(airflow, robot, tmp_path):
     ]
     assert {a["exception_type"] for a in alerts} == {"ValueError"}
     assert robot.requests == [], "the custom backend replaced the DingTalk sender"
+
+
+@pytest.mark.parametrize(
+    "backend, logged",
+    [
+        ("custom_backend.explode", "not sent: the backend custom_backend.explode raised"),
+        ("no.such.backend", "not sent: [dingbot] ding_bot_backend: cannot import 'no.such.backend'"),
+    ],
+)
+def test_broken_backend_changes_no_state_and_no_callback(airflow, tmp_path, backend, logged):
+    callbacks = tmp_path / "callbacks.txt"
+    result = airflow(
+        ["dags", "test", "dingbot_callbacks"],
+        {"AIRFLOW__DINGBOT__DING_BOT_BACKEND": backend, "DINGBOT_TEST_CALLBACKS": str(callbacks)},
+    )
+    output = result.stdout + result.stderr
+
+    # The same transitions and callbacks as unpatched Airflow: retry, then failure.
+    assert "Marking task as UP_FOR_RETRY" in output and "Marking task as FAILED" in output
+    assert callbacks.read_text().splitlines() == ["fails try 1 up_for_retry", "fails try 2 failed"]
+    assert output.count(logged) == 2, output[-3000:]  # once per alert: the retry, the final failure

@@ -8,3 +8,7 @@ def write_alert(alert):
     with open(os.environ["DINGBOT_TEST_SINK"], "a", encoding="utf-8") as sink:
         sink.write(json.dumps(alert.to_dict()) + "\n")
     return {"written": True}
+
+
+def explode(alert):
+    raise RuntimeError("custom backend is broken")

@@ -1,0 +1,27 @@
+"""A failing task whose failure and retry callbacks record that they ran."""
+
+import os
+
+from airflow import DAG
+from airflow.operators.python import PythonOperator
+from dingbot_e2e_common import RETRY_ONCE, START, fail
+
+
+def record(context):
+    with open(os.environ["DINGBOT_TEST_CALLBACKS"], "a", encoding="utf-8") as sink:
+        sink.write(f"{context['ti'].task_id} try {context['ti'].try_number} {context['ti'].state}\n")
+
+
+with DAG(
+    "dingbot_callbacks",
+    schedule=None,
+    start_date=START,
+    default_args={
+        **RETRY_ONCE,
+        "ding_on_retry": True,
+        "ding_on_failure": True,
+        "on_retry_callback": record,
+        "on_failure_callback": record,
+    },
+):
+    PythonOperator(task_id="fails", python_callable=fail)

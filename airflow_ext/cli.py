@@ -55,16 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     robot = commands.add_parser(
         "fake-robot",
-        help="run a local DingTalk-compatible robot that prints each message (see fake-robot -- --help)",
+        help="run a local DingTalk-compatible robot that prints each message (fake-robot --help)",
         add_help=False,
     )
-    robot.add_argument("robot_args", nargs=argparse.REMAINDER)
     robot.set_defaults(func=_cmd_fake_robot)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "fake-robot":  # its options belong to the robot's own parser
+        args.robot_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except DingbotError as err:

@@ -64,6 +64,15 @@ def test_accepted_message_is_signed_markdown_with_keyword_and_mention(robot):
     assert message["body"]["msgtype"] == "markdown" and len(message["body"]["msgUuid"]) == 32
 
 
+def test_at_all_pings_everyone(robot):
+    channel = DingTalkRobot(settings_for(robot, at_mobiles=(), at_all=True))
+
+    channel.post(channel.body_for(make_alert()), **TIMEOUTS)
+
+    (message,) = robot.messages
+    assert message["at_all"] is True and message["body"]["at"] == {"atMobiles": [], "isAtAll": True}
+
+
 def test_each_request_gets_a_fresh_signature(robot, monkeypatch):
     channel = DingTalkRobot(settings_for(robot))
     clock = iter([1_700_000_000.0, 1_700_000_001.0])

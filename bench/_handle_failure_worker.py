@@ -63,14 +63,13 @@ def make_error() -> ValueError:
 class Bench:
     def __init__(self) -> None:
         t0 = time.perf_counter()
+        import airflow
         from airflow.models.dag import DAG
         from airflow.models.taskinstance import TaskInstance
         from airflow.operators.python import PythonOperator
         from airflow.utils.session import create_session
         from airflow.utils.state import DagRunState, TaskInstanceState
         from airflow.utils.types import DagRunType
-
-        import airflow
 
         # The `airflow` CLI loads the auth manager, whose FAB models define the ab_user table that
         # task_instance_note refers to; without it SQLAlchemy cannot flush a TaskInstance.
@@ -175,39 +174,35 @@ class Bench:
         self.ti.state = self.TaskInstanceState.FAILED  # as _handle_failure leaves it before the hook
         error = make_error()
 
-        def timed(key, fn):
+        def timed(key, fn, *args, **kwargs):
             t0 = time.perf_counter()
-            out = fn()
+            out = fn(*args, **kwargs)
             parts[key].append((time.perf_counter() - t0) * 1000.0)
             return out
 
-        for i in range(n + 3):
-            alert = timed("alert_from_task_instance",
-                          lambda: Alert.from_task_instance(self.ti, error, AlertKind.FAILURE))
+        def read_config():
+            config.load_backend()
+            return config.load_dingtalk_settings(), config.load_delivery_settings()
 
-            def read_config():
-                config.load_backend()
-                settings = config.load_dingtalk_settings()
-                delivery = config.load_delivery_settings()
-                return settings, delivery
-
-            settings, delivery = timed("read_config_and_backend", read_config)
-            robot = DingTalkRobot(settings)
-            body = timed("render_body", lambda: robot.body_for(alert))
-            policy = RetryPolicy.from_settings(delivery)
-            timed(
-                "http_post_new_session",
-                lambda: deliver(
-                    lambda t: DingTalkRobot(settings).post(
-                        body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s
-                    ),
-                    policy,
-                ),
+        def post_once(settings, body, policy):
+            robot = DingTalkRobot(settings)  # as the default backend does: a new requests.Session
+            return deliver(
+                lambda t: robot.post(body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s), policy
             )
-            timed("thread_start_join", lambda: run_within(lambda: None, 5.0))
-            self.ti.try_number = 10_000 + i  # a distinct message for the robot
-            timed("send_ding_alert_total",
-                  lambda: send_ding_alert(task_instance=self.ti, task=self.task, error=error))
+
+        for i in range(n + 3):
+            self.ti.try_number = 10_000 + 2 * i  # distinct messages for the robot (msgUuid)
+            alert = timed(
+                "alert_from_task_instance", Alert.from_task_instance, self.ti, error, AlertKind.FAILURE
+            )
+            settings, delivery = timed("read_config_and_backend", read_config)
+            body = timed("render_body", DingTalkRobot(settings).body_for, alert)
+            timed("http_post_new_session", post_once, settings, body, RetryPolicy.from_settings(delivery))
+            timed("thread_start_join", run_within, lambda: None, 5.0)
+            self.ti.try_number = 10_001 + 2 * i
+            timed(
+                "send_ding_alert_total", send_ding_alert, task_instance=self.ti, task=self.task, error=error
+            )
         # drop the warm-up calls
         result = {key: summarize(values[3:]) for key, values in parts.items()}
         result.update(self.in_situ(n))
@@ -333,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench()
     result = bench.run(args.iterations, args.warmup)
     bench.close()
-    out.write(json.dumps({**bench.info(), **summarize(result["samples_ms"]), "states": result["states"]}) + "\n")
+    out.write(
+        json.dumps({**bench.info(), **summarize(result["samples_ms"]), "states": result["states"]}) + "\n"
+    )
     return 0
 
 

@@ -121,14 +121,18 @@ def uv_command() -> list[str]:
     found = shutil.which("uv")
     if found:
         return [found]
-    raise BenchError("uv is needed to build the benchmark environments: `pip install uv` (it is in the lock file)")
+    raise BenchError(
+        "uv is needed to build the benchmark environments: `pip install uv` (it is in the lock file)"
+    )
 
 
 def _source_files() -> list[Path]:
     files = [LOCK, REPO / "pyproject.toml"]
     for top in (REPO / "airflow_ext", REPO / "patches"):
         files.extend(
-            p for p in sorted(top.rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+            p
+            for p in sorted(top.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
         )
     return files
 
@@ -142,7 +146,9 @@ def source_hash(python: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def run(cmd: list[str], what: str, *, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], what: str, *, env: dict | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -188,9 +194,18 @@ def build_env(venv: Path, *, patched: bool, uv: list[str], python: str) -> None:
     )
     run(
         [
-            *uv, "pip", "install", "--quiet", "--python", py, "--compile-bytecode",
+            *uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            py,
+            "--compile-bytecode",
             # A local directory is cached by uv on pyproject.toml alone: force a fresh build.
-            "--reinstall-package", "airflow-dingbot", "--refresh-package", "airflow-dingbot",
+            "--reinstall-package",
+            "airflow-dingbot",
+            "--refresh-package",
+            "airflow-dingbot",
             str(REPO),
         ],
         f"uv pip install <repo> ({name})",
@@ -208,8 +223,10 @@ def build_env(venv: Path, *, patched: bool, uv: list[str], python: str) -> None:
             raise BenchError("the unpatched environment reports the patch series as applied")
     # Patching drops the bytecode of the files it changed; compile everything again, in both
     # environments alike, so no measured import compiles source.
-    run([py, "-m", "compileall", "-q", "-j", "0", str(site_packages(venv) / "airflow")],
-        f"compileall ({name})")
+    run(
+        [py, "-m", "compileall", "-q", "-j", "0", str(site_packages(venv) / "airflow")],
+        f"compileall ({name})",
+    )
     (venv / ".bench-ready").write_text(f"{name}\n", encoding="utf-8")
 
 
@@ -229,10 +246,17 @@ def ensure_envs() -> dict[str, Path]:
     else:
         progress(f"reusing the environments in .bench/envs/{key}")
     # Cheap re-checks on every run: the patched env is patched, the other is not.
-    run([str(envs[PATCHED] / "bin" / "airflow-ext"), "patch", "check"], "airflow-ext patch check",
-        env=airflow_env(envs[PATCHED], home=None))
-    unpatched = subprocess.run([str(envs[UNPATCHED] / "bin" / "airflow-ext"), "patch", "check"],
-                               env=airflow_env(envs[UNPATCHED], home=None), capture_output=True, text=True)
+    run(
+        [str(envs[PATCHED] / "bin" / "airflow-ext"), "patch", "check"],
+        "airflow-ext patch check",
+        env=airflow_env(envs[PATCHED], home=None),
+    )
+    unpatched = subprocess.run(
+        [str(envs[UNPATCHED] / "bin" / "airflow-ext"), "patch", "check"],
+        env=airflow_env(envs[UNPATCHED], home=None),
+        capture_output=True,
+        text=True,
+    )
     if unpatched.returncode == 0:
         raise BenchError("the unpatched environment reports the patch series as applied; delete .bench/")
     return envs
@@ -315,13 +339,16 @@ class Worker:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
                     self.kill()
-                    raise BenchError(f"{self.name} worker: no answer to {what} within {timeout:.0f} s\n"
-                                     f"{self._log_tail()}")
+                    raise BenchError(
+                        f"{self.name} worker: no answer to {what} within {timeout:.0f} s\n{self._log_tail()}"
+                    )
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     self.proc.wait(timeout=10)
-                    raise BenchError(f"{self.name} worker exited (code {self.proc.returncode}) during {what}\n"
-                                     f"{self._log_tail()}")
+                    raise BenchError(
+                        f"{self.name} worker exited (code {self.proc.returncode}) during {what}\n"
+                        f"{self._log_tail()}"
+                    )
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         answer = json.loads(line)
@@ -410,7 +437,10 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
             for name in order:
                 before = sum(1 for r in healthy.requests if r["errcode"] == 0)
                 answer = workers[name].call(
-                    600, op="time", n=profile.healthy_per_round, warmup=profile.healthy_warmup,
+                    600,
+                    op="time",
+                    n=profile.healthy_per_round,
+                    warmup=profile.healthy_warmup,
                     env=robot_env(healthy, "10"),
                 )
                 after = sum(1 for r in healthy.requests if r["errcode"] == 0)
@@ -427,11 +457,15 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
             }
         results["delivered"]["healthy"] = {name: [accepted[name], calls[name]] for name in ENV_NAMES}
         if accepted[PATCHED] != calls[PATCHED] or accepted[UNPATCHED] != 0:
-            raise BenchError(f"unexpected alert count at the healthy robot: {results['delivered']['healthy']}")
+            raise BenchError(
+                f"unexpected alert count at the healthy robot: {results['delivered']['healthy']}"
+            )
 
         # (b) a robot that accepts the connection and never answers, deadline 2 s
-        progress(f"handle_failure with a silent robot: {profile.silent_calls} calls per environment "
-                 f"(about {profile.silent_calls * SILENT_DEADLINE_S:.0f} s)")
+        progress(
+            f"handle_failure with a silent robot: {profile.silent_calls} calls per environment "
+            f"(about {profile.silent_calls * SILENT_DEADLINE_S:.0f} s)"
+        )
         samples = {name: [] for name in ENV_NAMES}
         reached = {name: 0 for name in ENV_NAMES}
         for order in alternating(profile.silent_calls):
@@ -468,8 +502,7 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
 # ----------------------------------------------------------------------------------------------
 
 IMPORT_SNIPPET = (
-    "import time; t0 = time.perf_counter(); import airflow; "
-    "print('\\nIMPORT_S', time.perf_counter() - t0)"
+    "import time; t0 = time.perf_counter(); import airflow; print('\\nIMPORT_S', time.perf_counter() - t0)"
 )
 
 
@@ -478,23 +511,31 @@ def bench_import(envs, home: Path, profile: Profile) -> dict:
     # The first process writes airflow.cfg into the shared home (stock Airflow's, from the unpatched
     # environment); a second, untimed round warms the page cache for both.
     for name in (UNPATCHED, PATCHED, UNPATCHED, PATCHED):
-        run([str(venv_python(envs[name])), "-c", "import airflow"], f"import airflow ({name})",
-            env=airflow_env(envs[name], home))
+        run(
+            [str(venv_python(envs[name])), "-c", "import airflow"],
+            f"import airflow ({name})",
+            env=airflow_env(envs[name], home),
+        )
     inproc = {name: [] for name in ENV_NAMES}
     wall = {name: [] for name in ENV_NAMES}
     for order in alternating(profile.import_runs):
         for name in order:
             env = airflow_env(envs[name], home)
             t0 = time.perf_counter()
-            result = run([str(venv_python(envs[name])), "-c", IMPORT_SNIPPET], f"import airflow ({name})", env=env)
+            result = run(
+                [str(venv_python(envs[name])), "-c", IMPORT_SNIPPET], f"import airflow ({name})", env=env
+            )
             wall[name].append(time.perf_counter() - t0)
             inproc[name].append(float(result.stdout.rsplit("IMPORT_S", 1)[1]))
     # What the patch itself adds to `import airflow`: the import of airflow_ext.config_description
     # from airflow/configuration.py, as CPython's own -X importtime reports it (cumulative).
     ext_us = []
     for _ in range(5):
-        result = run([str(venv_python(envs[PATCHED])), "-X", "importtime", "-c", "import airflow"],
-                     "import airflow -X importtime (patched)", env=airflow_env(envs[PATCHED], home))
+        result = run(
+            [str(venv_python(envs[PATCHED])), "-X", "importtime", "-c", "import airflow"],
+            "import airflow -X importtime (patched)",
+            env=airflow_env(envs[PATCHED], home),
+        )
         cumulative = [
             int(line.split("|")[1])
             for line in result.stderr.splitlines()
@@ -549,11 +590,18 @@ def bench_parse(envs, home: Path, tmp: Path, profile: Profile) -> dict:
     seen: dict[str, dict] = {}
     cmd_tail = [str(DAGBAG_WORKER), str(dag_file), "--repeats", str(profile.parse_repeats)]
     for name in ENV_NAMES:  # untimed: compiles the DAG file's bytecode, warms the page cache
-        run([str(venv_python(envs[name])), *cmd_tail], f"DagBag parse ({name})", env=airflow_env(envs[name], home))
+        run(
+            [str(venv_python(envs[name])), *cmd_tail],
+            f"DagBag parse ({name})",
+            env=airflow_env(envs[name], home),
+        )
     for order in alternating(profile.parse_runs):
         for name in order:
-            result = run([str(venv_python(envs[name])), *cmd_tail], f"DagBag parse ({name})",
-                         env=airflow_env(envs[name], home))
+            result = run(
+                [str(venv_python(envs[name])), *cmd_tail],
+                f"DagBag parse ({name})",
+                env=airflow_env(envs[name], home),
+            )
             out = json.loads(result.stdout.strip().splitlines()[-1])
             if out["dags"] != 1 or out["tasks"] != DAG_TASKS or out["import_errors"]:
                 raise BenchError(f"{name}: the generated DAG did not parse as expected: {out}")
@@ -590,7 +638,9 @@ def _ms(value: float) -> str:
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -600,8 +650,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def verdict(ok: bool, ci: tuple[float, float] | None = None, limit: float | None = None) -> str:
+    """PASS/MISS on the point estimate; "(within noise)" when the ratio's 95% interval straddles the limit."""
+    text = "PASS" if ok else "MISS"
+    if ci is not None and limit is not None and ci[0] <= limit < ci[1]:
+        text += " (within noise)"
+    return text
 
 
 def report(res: dict, profile: Profile, elapsed_s: float) -> str:
@@ -622,42 +676,89 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         "import": imp_ratio <= RATIO_MAX,
         "parse": first_ratio <= RATIO_MAX,
     }
-    res["targets"] = {k: verdict(v) for k, v in checks.items()}
+    res["targets"] = {k: "PASS" if v else "MISS" for k, v in checks.items()}
 
     def s(x: float) -> str:
         return f"{x * 1000:,.1f} ms"
 
     rows = [
-        ["handle_failure, healthy robot: median", _ms(hf[u]["median_ms"]), _ms(hf[p]["median_ms"]),
-         f"{added:+.1f} ms", f"{hf[p]['median_ms'] / hf[u]['median_ms']:.2f}",
-         f"added <= {HEALTHY_ADDED_MEDIAN_MAX_MS:g} ms", verdict(checks["healthy"])],
-        ["handle_failure, healthy robot: p99", _ms(hf[u]["p99_ms"]), _ms(hf[p]["p99_ms"]),
-         f"{hf[p]['p99_ms'] - hf[u]['p99_ms']:+.1f} ms", f"{hf[p]['p99_ms'] / hf[u]['p99_ms']:.2f}", "", ""],
-        [f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): median", _ms(sil[u]["median_ms"]),
-         _ms(sil[p]["median_ms"]), f"{sil[p]['median_ms'] - sil[u]['median_ms']:+,.1f} ms",
-         f"{sil[p]['median_ms'] / sil[u]['median_ms']:.0f}",
-         f"patched <= {SILENT_DEADLINE_S + SILENT_SLACK_S:g} s", verdict(checks["silent"])],
-        [f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): max", _ms(sil[u]["max_ms"]),
-         _ms(sil[p]["max_ms"]), "", "", "", ""],
-        ["import airflow (in process): median", s(imp[u]["import_median_s"]), s(imp[p]["import_median_s"]),
-         f"{(imp[p]['import_median_s'] - imp[u]['import_median_s']) * 1000:+.1f} ms", f"{imp_ratio:.3f}",
-         f"ratio <= {RATIO_MAX:g}", verdict(checks["import"])],
-        ['python -c "import airflow" (whole process): median', s(imp[u]["process_median_s"]),
-         s(imp[p]["process_median_s"]),
-         f"{(imp[p]['process_median_s'] - imp[u]['process_median_s']) * 1000:+.1f} ms", f"{proc_ratio:.3f}",
-         "", ""],
-        [f"DagBag, {DAG_TASKS}-task DAG, first parse in a fresh process: median",
-         s(parse[u]["first_median_s"]), s(parse[p]["first_median_s"]),
-         f"{(parse[p]['first_median_s'] - parse[u]['first_median_s']) * 1000:+.1f} ms", f"{first_ratio:.3f}",
-         f"ratio <= {RATIO_MAX:g}", verdict(checks["parse"])],
+        [
+            "handle_failure, healthy robot: median",
+            _ms(hf[u]["median_ms"]),
+            _ms(hf[p]["median_ms"]),
+            f"{added:+.1f} ms",
+            f"{hf[p]['median_ms'] / hf[u]['median_ms']:.2f}",
+            f"added <= {HEALTHY_ADDED_MEDIAN_MAX_MS:g} ms",
+            verdict(checks["healthy"]),
+        ],
+        [
+            "handle_failure, healthy robot: p99",
+            _ms(hf[u]["p99_ms"]),
+            _ms(hf[p]["p99_ms"]),
+            f"{hf[p]['p99_ms'] - hf[u]['p99_ms']:+.1f} ms",
+            f"{hf[p]['p99_ms'] / hf[u]['p99_ms']:.2f}",
+            "",
+            "",
+        ],
+        [
+            f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): median",
+            _ms(sil[u]["median_ms"]),
+            _ms(sil[p]["median_ms"]),
+            f"{sil[p]['median_ms'] - sil[u]['median_ms']:+,.1f} ms",
+            f"{sil[p]['median_ms'] / sil[u]['median_ms']:.0f}",
+            f"patched <= {SILENT_DEADLINE_S + SILENT_SLACK_S:g} s",
+            verdict(checks["silent"]),
+        ],
+        [
+            f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): max",
+            _ms(sil[u]["max_ms"]),
+            _ms(sil[p]["max_ms"]),
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "import airflow (in process): median",
+            s(imp[u]["import_median_s"]),
+            s(imp[p]["import_median_s"]),
+            f"{(imp[p]['import_median_s'] - imp[u]['import_median_s']) * 1000:+.1f} ms",
+            f"{imp_ratio:.3f}",
+            f"ratio <= {RATIO_MAX:g}",
+            verdict(checks["import"], imp["import_ratio_ci"], RATIO_MAX),
+        ],
+        [
+            'python -c "import airflow" (whole process): median',
+            s(imp[u]["process_median_s"]),
+            s(imp[p]["process_median_s"]),
+            f"{(imp[p]['process_median_s'] - imp[u]['process_median_s']) * 1000:+.1f} ms",
+            f"{proc_ratio:.3f}",
+            "",
+            "",
+        ],
+        [
+            f"DagBag, {DAG_TASKS}-task DAG, first parse in a fresh process: median",
+            s(parse[u]["first_median_s"]),
+            s(parse[p]["first_median_s"]),
+            f"{(parse[p]['first_median_s'] - parse[u]['first_median_s']) * 1000:+.1f} ms",
+            f"{first_ratio:.3f}",
+            f"ratio <= {RATIO_MAX:g}",
+            verdict(checks["parse"], parse["first_ratio_ci"], RATIO_MAX),
+        ],
     ]
     if repeat_ratio is not None:
         rows.append(
-            [f"DagBag, {DAG_TASKS}-task DAG, repeat parse: median", s(parse[u]["repeat_median_s"]),
-             s(parse[p]["repeat_median_s"]),
-             f"{(parse[p]['repeat_median_s'] - parse[u]['repeat_median_s']) * 1000:+.1f} ms",
-             f"{repeat_ratio:.3f}", "", ""]
+            [
+                f"DagBag, {DAG_TASKS}-task DAG, repeat parse: median",
+                s(parse[u]["repeat_median_s"]),
+                s(parse[p]["repeat_median_s"]),
+                f"{(parse[p]['repeat_median_s'] - parse[u]['repeat_median_s']) * 1000:+.1f} ms",
+                f"{repeat_ratio:.3f}",
+                "",
+                "",
+            ]
         )
+
     def ci(bounds) -> str:
         return f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else ""
 
@@ -668,9 +769,19 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
     rows[6][5] = ci(parse["first_ratio_ci"])
     if repeat_ratio is not None:
         rows[7][5] = ci(parse["repeat_ratio_ci"])
-    rows.insert(5, ["  of which: importing airflow_ext.config_description (-X importtime)", "-",
-                    f"{imp['airflow_ext_import_ms']:.1f} ms", f"+{imp['airflow_ext_import_ms']:.1f} ms",
-                    "", "", "", ""])
+    rows.insert(
+        5,
+        [
+            "  of which: importing airflow_ext.config_description (-X importtime)",
+            "-",
+            f"{imp['airflow_ext_import_ms']:.1f} ms",
+            f"+{imp['airflow_ext_import_ms']:.1f} ms",
+            "",
+            "",
+            "",
+            "",
+        ],
+    )
     main_table = _table(
         ["figure", "unpatched", "patched", "added", "ratio", "ratio 95% CI", "target", "result"], rows
     )
@@ -719,8 +830,9 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             "",
             textwrap.fill(counts, 100),
             textwrap.fill(
-                "ratio 95% CI: bootstrap interval of the ratio of medians, i.e. how far run-to-run noise "
-                "alone moves it. Targets are informational; timings on a shared machine vary from run to run.",
+                "ratio 95% CI: bootstrap interval of the ratio of medians, i.e. how far run-to-run "
+                "noise alone moves it. Targets are informational; timings on a shared machine vary "
+                "from run to run.",
                 100,
             ),
         ]
@@ -754,7 +866,9 @@ def main(argv: list[str] | None = None) -> int:
         results["parse"] = bench_parse(envs, shared_home, tmp, profile)
         results["python"] = subprocess.run(
             [str(venv_python(envs[PATCHED])), "-c", "import platform; print(platform.python_version())"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         results["cpus"] = os.cpu_count()
         results["profile"] = profile.name
@@ -767,7 +881,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(redact(text), flush=True)
     if args.json:
-        Path(args.json).write_text(redact(json.dumps(results, indent=2, sort_keys=True)) + "\n", encoding="utf-8")
+        Path(args.json).write_text(
+            redact(json.dumps(results, indent=2, sort_keys=True)) + "\n", encoding="utf-8"
+        )
     return 0
 
 

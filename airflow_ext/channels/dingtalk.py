@@ -11,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import threading
 import time
 from typing import Any
 from urllib.parse import quote_plus
@@ -58,6 +60,24 @@ def is_retryable_http_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
+_session: requests.Session | None = None
+_session_pid: int | None = None
+_session_lock = threading.Lock()
+
+
+def shared_session() -> requests.Session:
+    """One connection pool per process: keep-alive saves a TCP (and TLS) handshake per alert.
+
+    Per process, not per interpreter: Airflow forks (task runners, LocalExecutor workers), and a
+    child must never write into a socket its parent also uses.
+    """
+    global _session, _session_pid
+    with _session_lock:
+        if _session is None or _session_pid != os.getpid():
+            _session, _session_pid = requests.Session(), os.getpid()
+        return _session
+
+
 def encode_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -67,7 +87,7 @@ class DingTalkRobot:
 
     def __init__(self, settings: DingTalkSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
-        self._session = session or requests.Session()
+        self._session = session or shared_session()
 
     def payload(self, message: RenderedMessage, msg_uuid: str | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {

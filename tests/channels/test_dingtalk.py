@@ -149,3 +149,19 @@ def test_errors_never_contain_token_or_url(robot):
     assert caught.value.retryable
     assert "access_token" not in str(caught.value) and url not in repr(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_connections_are_reused_within_a_process_but_not_across_forks():
+    import os
+
+    from airflow_ext.channels.dingtalk import shared_session
+
+    parents = shared_session()
+    assert shared_session() is parents
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not use the parent's pooled sockets
+        os.write(write, b"1" if shared_session() is not parents else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_ext.config_description import DEFAULT_BACKEND
+from airflow_ext.delivery import RetryPolicy
 from airflow_ext.errors import ConfigError
 
 _MOBILE = re.compile(r"^\+?[0-9][0-9-]{4,19}$")
@@ -51,16 +52,6 @@ class DingTalkSettings:
             f"DingTalkSettings(bot_url=***, secret={'***' if self.secret else None}, "
             f"at_mobiles={self.at_mobiles!r}, at_all={self.at_all!r}, keyword={self.keyword!r})"
         )
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    """How long and how often one alert may be tried (``[dingbot]``)."""
-
-    timeout_s: float = 10.0
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 5.0
-    max_attempts: int = 3
 
 
 def parse_bot_url(value: str | None) -> tuple[str, str]:
@@ -117,15 +108,16 @@ def load_dingtalk_settings(conf=None) -> DingTalkSettings:
     )
 
 
-def load_delivery_settings(conf=None) -> DeliverySettings:
+def load_retry_policy(conf=None) -> RetryPolicy:
+    """``[dingbot]`` timeout, connect_timeout, read_timeout and max_attempts as a RetryPolicy."""
     conf = conf or _conf()
-    defaults = DeliverySettings()
+    defaults = RetryPolicy()
 
     def read(key: str, default: Any, cast: Callable[[Any], Any]):
         return _positive("dingbot", key, conf.get("dingbot", key, fallback=str(default)), cast)
 
-    return DeliverySettings(
-        timeout_s=read("timeout", defaults.timeout_s, float),
+    return RetryPolicy(
+        deadline_s=read("timeout", defaults.deadline_s, float),
         connect_timeout_s=read("connect_timeout", defaults.connect_timeout_s, float),
         read_timeout_s=read("read_timeout", defaults.read_timeout_s, float),
         max_attempts=read("max_attempts", defaults.max_attempts, int),

@@ -16,7 +16,6 @@ from typing import Callable, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from airflow_ext.config import DeliverySettings
 from airflow_ext.errors import DeadlineExceeded, DeliveryError
 
 T = TypeVar("T")
@@ -38,21 +37,14 @@ def current_deadline() -> float | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Attempts, backoff and the total per-alert deadline (``[dingbot] timeout``), in seconds."""
+
     max_attempts: int = 3
     deadline_s: float = 10.0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 4.0
-
-    @classmethod
-    def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.max_attempts,
-            deadline_s=settings.timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-        )
 
 
 @dataclass(frozen=True)

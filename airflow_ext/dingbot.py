@@ -13,7 +13,7 @@ from typing import Any
 from airflow_ext import config
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.channels.dingtalk import DingTalkRobot
-from airflow_ext.delivery import RetryPolicy, current_deadline, deliver, run_within
+from airflow_ext.delivery import current_deadline, deliver, run_within
 
 
 def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def dingbot_msg_sender(alert: Alert) -> dict[str, Any]:
     Returns the robot's answer (``{"errcode": 0, "errmsg": "ok"}``); raises DeliveryError otherwise.
     """
     robot = DingTalkRobot(config.load_dingtalk_settings())
-    policy = RetryPolicy.from_settings(config.load_delivery_settings())
+    policy = config.load_retry_policy()
     body = robot.body_for(alert)
     return deliver(
         lambda timeouts: robot.post(
@@ -56,6 +56,6 @@ def _hostname() -> str:
 def send_test_alert() -> str:
     """Send a sample alert through the configured backend; return the robot's answer as text."""
     backend = config.load_backend()
-    timeout_s = config.load_delivery_settings().timeout_s
+    timeout_s = config.load_retry_policy().deadline_s
     answer = run_within(lambda: backend(sample_alert()), timeout_s)
     return f"sent through {config.backend_path()}; the robot answered: {answer!r}"

@@ -232,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeDingTalkRobot/1.0"
     sys_version = ""
     timeout = 30  # seconds an idle keep-alive connection may sit before the handler gives up
+    # Headers and body go out in two writes: with Nagle on, a keep-alive client waits for its
+    # delayed ACK (~40 ms) before the body arrives. Real front ends (nginx: tcp_nodelay) don't.
+    disable_nagle_algorithm = True
 
     server: _Server
 

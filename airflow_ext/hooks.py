@@ -67,7 +67,7 @@ def _send(alert: Alert) -> None:
     started = time.monotonic()
     try:
         backend = config.load_backend()
-        deadline_s = config.load_delivery_settings().timeout_s
+        deadline_s = config.load_retry_policy().deadline_s
         run_within(lambda: backend(alert), deadline_s)
     except ConfigError as err:
         Stats.incr("dingbot.alert.failed")

@@ -156,7 +156,7 @@ class Bench:
         from airflow_ext import config
         from airflow_ext.alert import Alert, AlertKind
         from airflow_ext.channels.dingtalk import DingTalkRobot
-        from airflow_ext.delivery import RetryPolicy, deliver, run_within
+        from airflow_ext.delivery import deliver, run_within
         from airflow_ext.hooks import send_ding_alert
 
         parts: dict[str, list[float]] = {
@@ -165,7 +165,7 @@ class Bench:
                 "alert_from_task_instance",
                 "read_config_and_backend",
                 "render_body",
-                "http_post_new_session",
+                "http_post",
                 "thread_start_join",
                 "send_ding_alert_total",
             )
@@ -182,10 +182,10 @@ class Bench:
 
         def read_config():
             config.load_backend()
-            return config.load_dingtalk_settings(), config.load_delivery_settings()
+            return config.load_dingtalk_settings(), config.load_retry_policy()
 
         def post_once(settings, body, policy):
-            robot = DingTalkRobot(settings)  # as the default backend does: a new requests.Session
+            robot = DingTalkRobot(settings)  # as the default backend does: the process's shared session
             return deliver(
                 lambda t: robot.post(body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s), policy
             )
@@ -195,9 +195,9 @@ class Bench:
             alert = timed(
                 "alert_from_task_instance", Alert.from_task_instance, self.ti, error, AlertKind.FAILURE
             )
-            settings, delivery = timed("read_config_and_backend", read_config)
+            settings, policy = timed("read_config_and_backend", read_config)
             body = timed("render_body", DingTalkRobot(settings).body_for, alert)
-            timed("http_post_new_session", post_once, settings, body, RetryPolicy.from_settings(delivery))
+            timed("http_post", post_once, settings, body, policy)
             timed("thread_start_join", run_within, lambda: None, 5.0)
             self.ti.try_number = 10_001 + 2 * i
             timed(

@@ -791,7 +791,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         "alert_from_task_instance": "Alert.from_task_instance (traceback, log_url, hostname)",
         "read_config_and_backend": "read [dingding]/[dingbot] config, import the backend",
         "render_body": "render markdown + JSON body (size check)",
-        "http_post_new_session": "HTTP POST to the local robot (new requests.Session)",
+        "http_post": "HTTP POST to the local robot (keep-alive session)",
         "thread_start_join": "run_within: start + join one thread (empty function)",
         "send_ding_alert_total": "send_ding_alert, all of the above end to end",
         "hook_in_handle_failure": "send_ding_alert as the patched handle_failure calls it",

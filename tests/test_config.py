@@ -95,7 +95,7 @@ def test_bad_delivery_settings_name_the_option(monkeypatch, key, value, message)
     monkeypatch.setenv(f"AIRFLOW__DINGBOT__{key}", value)
 
     with pytest.raises(ConfigError) as caught:
-        config.load_delivery_settings()
+        config.load_retry_policy()
 
     assert message in str(caught.value)
 
@@ -107,8 +107,8 @@ def test_good_settings_are_parsed(monkeypatch):
     monkeypatch.setenv("AIRFLOW__DINGDING__AT_ALL", "true")
     monkeypatch.setenv("AIRFLOW__DINGBOT__TIMEOUT", "2.5")
 
-    robot, delivery = config.load_dingtalk_settings(), config.load_delivery_settings()
+    robot, policy = config.load_dingtalk_settings(), config.load_retry_policy()
 
     assert robot.at_mobiles == ("13800000000", "13900000000") and robot.at_all and robot.secret == "SECxyz"
-    assert delivery.timeout_s == 2.5 and delivery.max_attempts == 3
+    assert policy.deadline_s == 2.5 and policy.max_attempts == 3
     assert "t0k" not in repr(robot) and "SECxyz" not in repr(robot)

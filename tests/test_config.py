@@ -112,3 +112,15 @@ def test_good_settings_are_parsed(monkeypatch):
     assert robot.at_mobiles == ("13800000000", "13900000000") and robot.at_all and robot.secret == "SECxyz"
     assert policy.deadline_s == 2.5 and policy.max_attempts == 3
     assert "t0k" not in repr(robot) and "SECxyz" not in repr(robot)
+
+
+def test_sensitive_values_are_hidden_where_airflow_hides_secrets(monkeypatch):
+    from airflow.configuration import conf
+
+    monkeypatch.setenv("AIRFLOW__DINGDING__BOT_URL", "https://oapi.dingtalk.com/robot/send?access_token=t0k")
+    monkeypatch.setenv("AIRFLOW__DINGDING__SECRET", "SECxyz")
+
+    shown = conf.as_dict(display_sensitive=False, display_source=False)["dingding"]
+
+    assert shown["bot_url"] == shown["secret"] == "< hidden >"
+    assert shown["at_all"] == "False"

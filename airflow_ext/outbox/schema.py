@@ -1,0 +1,124 @@
+"""The outbox tables: our own, in the Airflow metadata database, created idempotently.
+
+They live in their own SQLAlchemy ``MetaData``, so ``airflow db migrate`` / ``db reset`` never
+see them; :func:`ensure_schema` creates what is missing and records the schema version, and is
+safe to run from several processes at once. Times are epoch milliseconds (BIGINT) so every
+supported database compares them the same way, without time zones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_CREATE_ATTEMPTS = 5
+
+#: Integer primary keys autoincrement as BIGINT where the database has it, INTEGER on SQLite.
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+metadata = MetaData()
+
+#: One row per alert: one try of one task instance, for one robot.
+outbox = Table(
+    "dingbot_outbox",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("robot_key", String(64), nullable=False),
+    # sha256 of Alert.dedup_key: bounded length for a unique index on every database
+    Column("dedup_hash", String(64), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("alert", Text, nullable=False),  # Alert.to_dict() as JSON, detail fields bounded
+    Column("status", String(16), nullable=False),  # pending | claimed | sent | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("next_attempt_at_ms", BigInteger, nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claim_expires_ms", BigInteger),
+    Column("sent_at_ms", BigInteger),
+    Column("message_uuid", String(64)),
+    Column("last_error", String(1000)),
+    UniqueConstraint("robot_key", "dedup_hash", name="dingbot_outbox_dedup_uq"),
+    Index("dingbot_outbox_due_idx", "robot_key", "status", "next_attempt_at_ms"),
+    Index("dingbot_outbox_sent_idx", "status", "sent_at_ms"),
+)
+
+#: One row per robot: the lock every deliverer takes before spending the robot's budget.
+robots = Table(
+    "dingbot_robot",
+    metadata,
+    Column("robot_key", String(64), primary_key=True),
+    Column("lock_version", BigInteger, nullable=False, default=0),
+    Column("paused_until_ms", BigInteger, nullable=False, default=0),
+    Column("pause_reason", String(1000)),
+    Column("last_send_ms", BigInteger, nullable=False, default=0),
+)
+
+#: One row per message sent (or attempted) to a robot: the rolling rate-limit window.
+send_log = Table(
+    "dingbot_send_log",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("robot_key", String(64), nullable=False),
+    Column("sent_at_ms", BigInteger, nullable=False),
+    Index("dingbot_send_log_window_idx", "robot_key", "sent_at_ms"),
+)
+
+meta = Table(
+    "dingbot_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+
+def schema_is_current(engine: Engine) -> bool:
+    names = set(inspect(engine).get_table_names())
+    if not {t.name for t in metadata.sorted_tables} <= names:
+        return False
+    with engine.connect() as conn:
+        version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+    return version == str(SCHEMA_VERSION)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create missing tables and record the version; a no-op when the schema is current.
+
+    Another process creating the same table at the same moment makes ``create_all`` fail with
+    "already exists"; each new try skips what exists by then, so a few tries always settle it.
+    """
+    if schema_is_current(engine):
+        return
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            break
+        except DBAPIError:
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    try:
+        with engine.begin() as conn:
+            current = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if current is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    except IntegrityError:  # recorded by a concurrent ensure_schema
+        log.debug("outbox schema version recorded concurrently")

@@ -29,6 +29,60 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deliverer():
+    from airflow_ext import config
+    from airflow_ext.channels.dingtalk import DingTalkRobot
+    from airflow_ext.dingbot import outbox_store
+    from airflow_ext.outbox.deliverer import Deliverer
+
+    return Deliverer(
+        outbox_store(),
+        DingTalkRobot(config.load_dingtalk_settings()),
+        schedule=config.load_delivery_schedule(),
+        policy=config.load_retry_policy(),
+    )
+
+
+def _cmd_deliver(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    deliverer = _deliverer()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    deliverer.run(stop)
+    return 0
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    from airflow_ext import config
+    from airflow_ext.dingbot import outbox_store
+
+    store = outbox_store()
+    if args.action == "status":
+        rows = store.status()
+        if not rows:
+            print("outbox is empty")
+        for robot in rows:
+            age = "-" if robot.oldest_pending_age_s is None else f"{robot.oldest_pending_age_s:.0f} s"
+            print(
+                f"robot {robot.robot_key[:12]}: pending {robot.pending + robot.claimed} "
+                f"(oldest {age}), sent {robot.sent}, dead {robot.dead}, "
+                f"messages in the last minute {robot.sent_last_minute}"
+            )
+            if robot.pause_reason and robot.paused_until_ms:
+                print(f"  paused: {robot.pause_reason}")
+    elif args.action == "retry-dead":
+        print(f"{store.retry_dead()} dead alerts queued again")
+    elif args.action == "purge":
+        days = args.older_than_days
+        if days is None:
+            days = config.load_delivery_schedule().purge_after_s / 86400
+        print(f"{store.purge(days * 86400)} delivered alerts older than {days:g} days deleted")
+    return 0
+
+
 def _cmd_fake_robot(args: argparse.Namespace) -> int:
     from airflow_ext import fake_robot
 
@@ -52,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
         "send-test", help="send a test alert through [dingbot] ding_bot_backend and print the robot's answer"
     )
     send_test.set_defaults(func=_cmd_send_test)
+
+    deliver = commands.add_parser(
+        "deliver",
+        help="deliver alerts from the outbox in the foreground, like `airflow triggerer` "
+        "(several replicas may run; stops cleanly on SIGTERM)",
+    )
+    deliver.set_defaults(func=_cmd_deliver)
+
+    outbox = commands.add_parser("outbox", help="inspect and operate the outbox")
+    outbox.add_argument(
+        "action",
+        choices=["status", "retry-dead", "purge"],
+        help="status: pending/sent/dead per robot; retry-dead: queue dead letters again; "
+        "purge: delete delivered alerts older than --older-than-days "
+        "(default [dingbot] outbox_purge_after_days)",
+    )
+    outbox.add_argument("--older-than-days", type=float, default=None)
+    outbox.set_defaults(func=_cmd_outbox)
 
     robot = commands.add_parser(
         "fake-robot",

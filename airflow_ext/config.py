@@ -13,7 +13,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_ext.config_description import DEFAULT_BACKEND
-from airflow_ext.delivery import RetryPolicy
+from airflow_ext.delivery import DeliverySchedule, RetryPolicy
 from airflow_ext.errors import ConfigError
 
 _MOBILE = re.compile(r"^\+?[0-9][0-9-]{4,19}$")
@@ -121,6 +121,22 @@ def load_retry_policy(conf=None) -> RetryPolicy:
         connect_timeout_s=read("connect_timeout", defaults.connect_timeout_s, float),
         read_timeout_s=read("read_timeout", defaults.read_timeout_s, float),
         max_attempts=read("max_attempts", defaults.max_attempts, int),
+    )
+
+
+def load_delivery_schedule(conf=None) -> DeliverySchedule:
+    """``[dingbot]`` rate_limit and outbox_* options, as the deliverer's schedule."""
+    conf = conf or _conf()
+    defaults = DeliverySchedule()
+
+    def read(key: str, default: Any, cast: Callable[[Any], Any]):
+        return _positive("dingbot", key, conf.get("dingbot", key, fallback=str(default)), cast)
+
+    return DeliverySchedule(
+        rate_limit=read("rate_limit", defaults.rate_limit, int),
+        poll_interval_s=read("outbox_poll_interval", defaults.poll_interval_s, float),
+        lease_s=read("outbox_lease", defaults.lease_s, float),
+        purge_after_s=read("outbox_purge_after_days", defaults.purge_after_s / 86400, float) * 86400,
     )
 
 

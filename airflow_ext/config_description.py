@@ -53,6 +53,22 @@ CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
                 "integer",
                 "3",
             ),
+            "rate_limit": _option(
+                "Outbox: messages per robot in any rolling 60 s, shared by all deliverers (DingTalk: 20).\n",
+                "integer",
+                "20",
+            ),
+            "outbox_poll_interval": _option(
+                "Outbox: seconds between the deliverer's looks for new alerts.\n", "float", "0.5"
+            ),
+            "outbox_lease": _option(
+                "Outbox: seconds a deliverer holds claimed alerts; a killed one's alerts are retried after.\n",
+                "float",
+                "60",
+            ),
+            "outbox_purge_after_days": _option(
+                "Outbox: delivered alerts are deleted this many days after delivery.\n", "float", "7"
+            ),
         },
     },
     "dingding": {

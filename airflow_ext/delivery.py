@@ -48,6 +48,27 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class DeliverySchedule:
+    """How the outbox deliverer paces one robot (``[dingbot]`` rate_limit and outbox_* options)."""
+
+    rate_limit: int = 20
+    window_s: float = 60.0
+    poll_interval_s: float = 0.5
+    lease_s: float = 60.0
+    #: Backoff for a message that failed in a retryable way (network, 5xx, busy).
+    retry_initial_s: float = 2.0
+    retry_max_s: float = 60.0
+    #: DingTalk refuses everything for 10 minutes once a robot went over its limit.
+    throttled_pause_s: float = 600.0
+    purge_after_s: float = 7 * 24 * 3600.0
+    purge_every_s: float = 3600.0
+
+    @property
+    def pacing_s(self) -> float:
+        return self.window_s / self.rate_limit
+
+
+@dataclass(frozen=True)
 class AttemptTimeouts:
     connect_s: float
     read_s: float

@@ -59,3 +59,31 @@ def send_test_alert() -> str:
     timeout_s = config.load_retry_policy().deadline_s
     answer = run_within(lambda: backend(sample_alert()), timeout_s)
     return f"sent through {config.backend_path()}; the robot answered: {answer!r}"
+
+
+_outbox_store = None
+
+
+def outbox_store():
+    """The outbox in the Airflow metadata database, its schema checked once per process."""
+    global _outbox_store
+    if _outbox_store is None:
+        from airflow import settings
+
+        from airflow_ext.outbox.store import OutboxStore
+
+        store = OutboxStore(settings.engine)
+        store.ensure_schema()
+        _outbox_store = store
+    return _outbox_store
+
+
+def outbox_sender(alert: Alert) -> dict[str, Any]:
+    """The outbox backend: record ``alert`` in the metadata database and return, no network.
+
+    ``airflow-ext deliver`` sends it, sharing the robot's rate limit with every other deliverer and
+    coalescing storms into digests. The same try of the same task instance is recorded once.
+    """
+    robot = DingTalkRobot(config.load_dingtalk_settings())
+    queued = outbox_store().enqueue(alert, robot.key)
+    return {"queued": queued, "duplicate": not queued}

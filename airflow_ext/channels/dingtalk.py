@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import requests
 
@@ -28,6 +28,9 @@ from airflow_ext.render import RenderedMessage, render_markdown
 MAX_BODY_BYTES = 20_000
 #: A robot accepts this many messages per rolling minute, then refuses everything for 10 minutes.
 RATE_LIMIT_PER_MINUTE = 20
+
+#: Length of the msgUuid we send (hex characters).
+MSG_UUID_CHARS = 32
 
 THROTTLED_ERRCODES = frozenset({130101, 410100})
 #: -1: "system busy, please retry".
@@ -99,17 +102,27 @@ class DingTalkRobot:
             payload["msgUuid"] = msg_uuid
         return payload
 
+    @property
+    def key(self) -> str:
+        """Names the robot (and so its rate limit) without revealing it: a hash of its access_token."""
+        token = parse_qs(urlsplit(self.settings.bot_url).query).get("access_token", [""])[0]
+        return hashlib.sha256(f"dingtalk:{token}".encode()).hexdigest()[:32]
+
+    def fits(self, message: RenderedMessage) -> bool:
+        """Whether ``message`` makes a body within MAX_BODY_BYTES (a msgUuid has a fixed length)."""
+        return len(encode_body(self.payload(message, "0" * MSG_UUID_CHARS))) <= MAX_BODY_BYTES
+
+    @staticmethod
+    def msg_uuid_for(alert: Alert) -> str:
+        """One try of one task instance has one msgUuid: DingTalk drops a repeat of it."""
+        return hashlib.sha256(alert.dedup_key.encode("utf-8")).hexdigest()[:MSG_UUID_CHARS]
+
     def body_for(self, alert: Alert) -> bytes:
         """The JSON body for ``alert``: at most MAX_BODY_BYTES, carrying the keyword and the mentions."""
-        msg_uuid = hashlib.sha256(alert.dedup_key.encode("utf-8")).hexdigest()[:32]
-
-        def fits(message: RenderedMessage) -> bool:
-            return len(encode_body(self.payload(message, msg_uuid))) <= MAX_BODY_BYTES
-
         message = render_markdown(
-            alert, keyword=self.settings.keyword, at_mobiles=self.settings.at_mobiles, fits=fits
+            alert, keyword=self.settings.keyword, at_mobiles=self.settings.at_mobiles, fits=self.fits
         )
-        return encode_body(self.payload(message, msg_uuid))
+        return encode_body(self.payload(message, self.msg_uuid_for(alert)))
 
     def _signed_url(self) -> str:
         url = self.settings.bot_url

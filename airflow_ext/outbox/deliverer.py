@@ -1,0 +1,197 @@
+"""The delivery loop behind `airflow-ext deliver`: claim under the robot's budget, send, settle.
+
+Calm: while what is pending fits in half of the robot's budget, every alert is its own message and
+reaches the group at the next poll. Storm: beyond that, one digest naming as many failures as fit in
+a message goes out every ``window / rate_limit`` seconds, so the robot is never throttled and every
+failure is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Callable
+
+from airflow_ext.channels.dingtalk import THROTTLED_ERRCODES, DingTalkRobot, encode_body
+from airflow_ext.delivery import DeliverySchedule, RetryPolicy
+from airflow_ext.errors import DeliveryError
+from airflow_ext.outbox.store import BudgetView, OutboxAlert, OutboxStore, now_ms
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: OutboxStore,
+        robot: DingTalkRobot,
+        *,
+        schedule: DeliverySchedule,
+        policy: RetryPolicy,
+        worker_id: str | None = None,
+        stats=None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.robot, self.schedule, self.policy = store, robot, schedule, policy
+        self.robot_key = robot.key
+        self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        self._stats = stats
+        self._last_purge = 0.0
+
+    @property
+    def stats(self):
+        if self._stats is None:
+            from airflow.stats import Stats
+
+            self._stats = Stats
+        return self._stats
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def plan(self, pending: Sequence[OutboxAlert], budget: BudgetView) -> list[list[OutboxAlert]]:
+        """Singles while calm; under pressure one digest per pacing interval (see module doc)."""
+        if budget.used_in_window + len(pending) <= self.schedule.rate_limit // 2:
+            return [[item] for item in pending]
+        if budget.since_last_send_s is not None and budget.since_last_send_s < self.schedule.pacing_s:
+            return []
+        digests = self._digests([item.alert for item in pending], max_messages=1)
+        return [list(pending[: len(digests[0].alerts)])] if digests else []
+
+    def _digests(self, alerts, max_messages: int | None = None):
+        from airflow_ext.digest import render_digests
+
+        return render_digests(
+            alerts,
+            keyword=self.robot.settings.keyword,
+            at_mobiles=self.robot.settings.at_mobiles,
+            fits=self.robot.fits,
+            max_messages=max_messages,
+        )
+
+    def body_for(self, group: Sequence[OutboxAlert]) -> tuple[bytes, str]:
+        """The message for a claimed group, and its msgUuid."""
+        if len(group) == 1:
+            return self.robot.body_for(group[0].alert), self.robot.msg_uuid_for(group[0].alert)
+        from airflow_ext.digest import digest_msg_uuid
+
+        (digest,) = self._digests([item.alert for item in group], max_messages=1)
+        if len(digest.alerts) != len(group):  # the planner packed exactly this group: never expected
+            raise RuntimeError(f"a digest of {len(group)} alerts no longer fits one message")
+        msg_uuid = digest_msg_uuid(digest)
+        return encode_body(self.robot.payload(digest.message, msg_uuid)), msg_uuid
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def tick(self) -> float:
+        """One round for the robot; returns how long to wait before the next."""
+        self._maybe_purge()
+        result = self.store.claim(
+            self.robot_key,
+            self.worker_id,
+            self.plan,
+            rate_limit=self.schedule.rate_limit,
+            window_s=self.schedule.window_s,
+            lease_s=self.schedule.lease_s,
+        )
+        for group in result.groups:
+            self._send(group)
+        if result.groups:
+            return 0.0
+        return min(self.schedule.poll_interval_s, result.wake_in_s or self.schedule.poll_interval_s)
+
+    def run(self, stop: threading.Event) -> None:
+        self.store.ensure_schema()
+        log.info(
+            "Delivering DingTalk alerts from the outbox (worker %s, at most %d messages per %g s)",
+            self.worker_id,
+            self.schedule.rate_limit,
+            self.schedule.window_s,
+        )
+        next_gauge = 0.0
+        while not stop.is_set():
+            try:
+                wait = self.tick()
+                if self.clock() >= next_gauge:
+                    self.stats.gauge("dingbot.outbox.pending", self.store.pending_count())
+                    next_gauge = self.clock() + 10
+            except Exception:  # the database or the network went away: keep the loop alive
+                log.exception("Outbox delivery round failed; trying again")
+                wait = min(5.0, 10 * self.schedule.poll_interval_s)
+            stop.wait(wait)
+        log.info("Outbox deliverer %s stopped", self.worker_id)
+
+    def _maybe_purge(self) -> None:
+        now = self.clock()
+        if now - self._last_purge < self.schedule.purge_every_s:
+            return
+        self._last_purge = now
+        purged = self.store.purge(self.schedule.purge_after_s)
+        if purged:
+            log.info("Purged %d delivered alerts older than %g s", purged, self.schedule.purge_after_s)
+
+    # -- one message ------------------------------------------------------------------------------
+
+    def _send(self, group: Sequence[OutboxAlert]) -> None:
+        ids = [item.id for item in group]
+        what = f"{len(group)} alert{'s' if len(group) > 1 else ''}"
+        try:
+            body, msg_uuid = self.body_for(group)
+            self.robot.post(
+                body,
+                connect_timeout_s=self.policy.connect_timeout_s,
+                read_timeout_s=self.policy.read_timeout_s,
+            )
+        except DeliveryError as err:
+            self._failed(group, ids, what, err)
+            return
+        except Exception as err:  # a bug must not lose the alerts: back to pending, logged
+            log.exception("Sending %s failed unexpectedly", what)
+            self._failed(group, ids, what, DeliveryError(f"{type(err).__name__}: {err}", retryable=True))
+            return
+        sent_at = now_ms()
+        self.store.mark_sent(ids, self.worker_id, msg_uuid, at_ms=sent_at)
+        self.stats.incr("dingbot.outbox.messages_sent")
+        self.stats.incr("dingbot.outbox.sent", len(group))
+        if len(group) > 1:
+            self.stats.incr("dingbot.outbox.coalesced", len(group))
+        for item in group:
+            self.stats.timing("dingbot.outbox.delivery_latency", sent_at - item.created_at_ms)
+        log.info("Delivered %s in one %s", what, "digest" if len(group) > 1 else "message")
+
+    def _failed(self, group: Sequence[OutboxAlert], ids: list[int], what: str, err: DeliveryError) -> None:
+        now = now_ms()
+        if err.errcode in THROTTLED_ERRCODES:
+            until = now + int(self.schedule.throttled_pause_s * 1000)
+            self.store.pause_robot(self.robot_key, until, str(err))
+            self.store.release(ids, self.worker_id, str(err), retry_at_ms=until)
+            self.stats.incr("dingbot.outbox.throttled")
+            log.error(
+                "The robot throttled %s; pausing it for %g s: %s", what, self.schedule.throttled_pause_s, err
+            )
+        elif err.retryable:
+            attempts = max(item.attempts for item in group) + 1
+            backoff = min(self.schedule.retry_max_s, self.schedule.retry_initial_s * 2 ** (attempts - 1))
+            retry_at = now + int(backoff * random.uniform(0.5, 1.0) * 1000)
+            self.store.release(ids, self.worker_id, str(err), retry_at_ms=retry_at)
+            self.stats.incr("dingbot.outbox.failed")
+            log.warning("Sending %s failed, will retry in %.0f s: %s", what, (retry_at - now) / 1000, err)
+        else:
+            self.store.mark_dead(ids, self.worker_id, str(err))
+            self.stats.incr("dingbot.outbox.failed")
+            self.stats.incr("dingbot.outbox.dead", len(ids))
+            log.error(
+                "The robot refused %s for good; kept as dead letters (airflow-ext outbox retry-dead): %s",
+                what,
+                err,
+            )

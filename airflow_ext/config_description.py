@@ -62,7 +62,7 @@ CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
                 "Outbox: seconds between the deliverer's looks for new alerts.\n", "float", "0.5"
             ),
             "outbox_lease": _option(
-                "Outbox: seconds a deliverer holds claimed alerts; a killed one's alerts are retried after.\n",
+                "Outbox: seconds a deliverer holds claimed alerts; a killed one's are retried after.\n",
                 "float",
                 "60",
             ),

@@ -104,8 +104,12 @@ class Deliverer:
             window_s=self.schedule.window_s,
             lease_s=self.schedule.lease_s,
         )
-        for group in result.groups:
-            self._send(group)
+        for index, group in enumerate(result.groups):
+            paused_until = self._send(group)
+            if paused_until is not None:  # the robot refuses everything now: the rest waits too
+                rest = [item.id for later in result.groups[index + 1 :] for item in later]
+                self.store.release(rest, self.worker_id, "robot paused (throttled)", retry_at_ms=paused_until)
+                break
         if result.groups:
             return 0.0
         return min(self.schedule.poll_interval_s, result.wake_in_s or self.schedule.poll_interval_s)
@@ -142,7 +146,8 @@ class Deliverer:
 
     # -- one message ------------------------------------------------------------------------------
 
-    def _send(self, group: Sequence[OutboxAlert]) -> None:
+    def _send(self, group: Sequence[OutboxAlert]) -> int | None:
+        """Send one claimed group and settle it; returns the pause end if the robot throttled us."""
         ids = [item.id for item in group]
         what = f"{len(group)} alert{'s' if len(group) > 1 else ''}"
         try:
@@ -153,12 +158,12 @@ class Deliverer:
                 read_timeout_s=self.policy.read_timeout_s,
             )
         except DeliveryError as err:
-            self._failed(group, ids, what, err)
-            return
+            return self._failed(group, ids, what, err)
         except Exception as err:  # a bug must not lose the alerts: back to pending, logged
             log.exception("Sending %s failed unexpectedly", what)
-            self._failed(group, ids, what, DeliveryError(f"{type(err).__name__}: {err}", retryable=True))
-            return
+            return self._failed(
+                group, ids, what, DeliveryError(f"{type(err).__name__}: {err}", retryable=True)
+            )
         sent_at = now_ms()
         self.store.mark_sent(ids, self.worker_id, msg_uuid, at_ms=sent_at)
         self.stats.incr("dingbot.outbox.messages_sent")
@@ -168,8 +173,11 @@ class Deliverer:
         for item in group:
             self.stats.timing("dingbot.outbox.delivery_latency", sent_at - item.created_at_ms)
         log.info("Delivered %s in one %s", what, "digest" if len(group) > 1 else "message")
+        return None
 
-    def _failed(self, group: Sequence[OutboxAlert], ids: list[int], what: str, err: DeliveryError) -> None:
+    def _failed(
+        self, group: Sequence[OutboxAlert], ids: list[int], what: str, err: DeliveryError
+    ) -> int | None:
         now = now_ms()
         if err.errcode in THROTTLED_ERRCODES:
             until = now + int(self.schedule.throttled_pause_s * 1000)
@@ -179,19 +187,21 @@ class Deliverer:
             log.error(
                 "The robot throttled %s; pausing it for %g s: %s", what, self.schedule.throttled_pause_s, err
             )
-        elif err.retryable:
+            return until
+        if err.retryable:
             attempts = max(item.attempts for item in group) + 1
             backoff = min(self.schedule.retry_max_s, self.schedule.retry_initial_s * 2 ** (attempts - 1))
             retry_at = now + int(backoff * random.uniform(0.5, 1.0) * 1000)
             self.store.release(ids, self.worker_id, str(err), retry_at_ms=retry_at)
             self.stats.incr("dingbot.outbox.failed")
             log.warning("Sending %s failed, will retry in %.0f s: %s", what, (retry_at - now) / 1000, err)
-        else:
-            self.store.mark_dead(ids, self.worker_id, str(err))
-            self.stats.incr("dingbot.outbox.failed")
-            self.stats.incr("dingbot.outbox.dead", len(ids))
-            log.error(
-                "The robot refused %s for good; kept as dead letters (airflow-ext outbox retry-dead): %s",
-                what,
-                err,
-            )
+            return None
+        self.store.mark_dead(ids, self.worker_id, str(err))
+        self.stats.incr("dingbot.outbox.failed")
+        self.stats.incr("dingbot.outbox.dead", len(ids))
+        log.error(
+            "The robot refused %s for good; kept as dead letters (airflow-ext outbox retry-dead): %s",
+            what,
+            err,
+        )
+        return None

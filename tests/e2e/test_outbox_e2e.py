@@ -1,0 +1,87 @@
+"""The outbox end to end: the real patched Airflow records alerts, `airflow-ext deliver` sends them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import BIN, assert_no_secret, robot_env, run
+
+pytestmark = pytest.mark.e2e
+
+OUTBOX = {"AIRFLOW__DINGBOT__DING_BOT_BACKEND": "airflow_ext.dingbot.outbox_sender"}
+
+
+@pytest.fixture
+def outbox_env(airflow_base_env, robot, tmp_path):
+    env = dict(airflow_base_env)
+    env.update(robot_env(robot, **OUTBOX))
+    env["AIRFLOW_HOME"] = str(tmp_path / "home")  # an outbox of its own
+    migrate = run([str(BIN / "airflow"), "db", "migrate"], env)
+    assert migrate.returncode == 0, migrate.stderr
+    return env
+
+
+def start_deliverer(env, log_path, **extra):
+    out = open(log_path, "ab")
+    return subprocess.Popen(
+        [str(BIN / "airflow-ext"), "deliver"],
+        env={**env, **extra},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process, sig=signal.SIGTERM, timeout=20):
+    os.killpg(process.pid, sig)
+    return process.wait(timeout=timeout)
+
+
+def test_failures_are_recorded_then_delivered_by_the_deliverer(outbox_env, robot, tmp_path):
+    started = time.monotonic()
+    result = run([str(BIN / "airflow"), "dags", "test", "dingbot_default_args"], outbox_env)
+    assert "Marking task as FAILED" in result.stdout + result.stderr
+    assert robot.requests == [], "the failure path does not touch the network"
+
+    status = run([str(BIN / "airflow-ext"), "outbox", "status"], outbox_env)
+    assert "pending 2" in status.stdout, status.stdout + status.stderr
+
+    deliverer = start_deliverer(outbox_env, tmp_path / "deliver.log")
+    try:
+        messages = robot.wait_for_messages(2, timeout=60)
+    finally:
+        assert stop(deliverer) == 0, "clean shutdown on SIGTERM"
+
+    texts = [m["body"]["markdown"]["text"] for m in messages]
+    assert "**Try:** 1 of 2 (will retry)" in texts[0] and "**Try:** 2 of 2 (final failure)" in texts[1]
+    status = run([str(BIN / "airflow-ext"), "outbox", "status"], outbox_env)
+    assert "pending 0" in status.stdout and "sent 2" in status.stdout
+    log = (tmp_path / "deliver.log").read_text()
+    assert_no_secret(result.stdout, result.stderr, status.stdout, log)
+    assert time.monotonic() - started < 120
+
+
+def test_a_deliverer_killed_mid_send_loses_nothing(outbox_env, robot, tmp_path):
+    run([str(BIN / "airflow"), "tasks", "test", "dingbot_default_args", "fails"], outbox_env)
+    robot.set_mode("hang")
+    first = start_deliverer(outbox_env, tmp_path / "first.log", AIRFLOW__DINGBOT__OUTBOX_LEASE="3")
+    try:
+        deadline = time.monotonic() + 60
+        while not robot.requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert robot.requests, "the first deliverer is mid-send"
+    finally:
+        stop(first, signal.SIGKILL)
+
+    robot.set_mode("ok")
+    second = start_deliverer(outbox_env, tmp_path / "second.log", AIRFLOW__DINGBOT__OUTBOX_LEASE="3")
+    try:
+        (message,) = robot.wait_for_messages(1, timeout=60)
+    finally:
+        stop(second)
+    assert "**Try:** 1 of 2 (will retry)" in message["body"]["markdown"]["text"]

@@ -20,6 +20,7 @@ GUARDED_LOGGERS = (
     "requests",
     "airflow_ext.hooks",
     "airflow_ext.dingbot",
+    "airflow_ext.outbox.deliverer",
     "airflow.models.taskinstance",
 )
 _TOKEN_IN_URL = re.compile(r"((?:access_token|sign)=)[^&\s\"'<>]+")

@@ -68,7 +68,7 @@ def _send(alert: Alert) -> None:
     try:
         backend = config.load_backend()
         deadline_s = config.load_retry_policy().deadline_s
-        run_within(lambda: backend(alert), deadline_s)
+        result = run_within(lambda: backend(alert), deadline_s)
     except ConfigError as err:
         Stats.incr("dingbot.alert.failed")
         log.error("%s not sent: %s", what, err)
@@ -79,6 +79,17 @@ def _send(alert: Alert) -> None:
         Stats.incr("dingbot.alert.failed")
         log.exception("%s not sent: the backend %s raised", what, config.backend_path())
     else:
-        Stats.incr("dingbot.alert.sent")
+        outcome = _outcome(result)
+        Stats.incr(f"dingbot.alert.{outcome}")
         Stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)
-        log.info("%s delivered in %.2f s", what, time.monotonic() - started)
+        log.info("%s %s in %.2f s", what, _OUTCOME_WORDS[outcome], time.monotonic() - started)
+
+
+_OUTCOME_WORDS = {"sent": "delivered", "queued": "queued in the outbox", "duplicate": "already in the outbox"}
+
+
+def _outcome(result: Any) -> str:
+    """What a backend's answer says happened: the outbox backend queues, others deliver."""
+    if isinstance(result, dict) and "queued" in result:
+        return "queued" if result["queued"] else "duplicate"
+    return "sent"

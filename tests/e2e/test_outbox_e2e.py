@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,23 @@ def test_a_deliverer_killed_mid_send_loses_nothing(outbox_env, robot, tmp_path):
     finally:
         stop(second)
     assert "**Try:** 1 of 2 (will retry)" in message["body"]["markdown"]["text"]
+
+
+def test_a_failure_reported_twice_is_queued_once(outbox_env):
+    first = run([str(BIN / "airflow"), "tasks", "test", "dingbot_default_args", "fails"], outbox_env)
+    assert "DingTalk retry alert" in first.stdout and "queued in the outbox" in first.stdout
+
+    # `tasks test` reuses the same temporary run id only within one call, so report the same try
+    # twice through the backend itself, as a zombie detected twice would.
+    probe = run(
+        [
+            str(BIN / "python"),
+            "-c",
+            "from airflow_ext.dingbot import outbox_sender; from tests.test_render import make_alert;"
+            "a = make_alert(); print(outbox_sender(a), outbox_sender(a))",
+        ],
+        {**outbox_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert "{'queued': True, 'duplicate': False} {'queued': False, 'duplicate': True}" in probe.stdout, (
+        probe.stderr
+    )

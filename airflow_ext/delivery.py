@@ -53,6 +53,8 @@ class DeliverySchedule:
 
     rate_limit: int = 20
     window_s: float = 60.0
+    #: Added to the window we count: hosts' clocks and network latency differ from the robot's view.
+    window_margin_s: float = 1.0
     poll_interval_s: float = 0.5
     lease_s: float = 60.0
     #: Backoff for a message that failed in a retryable way (network, 5xx, busy).

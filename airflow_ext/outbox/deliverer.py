@@ -101,11 +101,14 @@ class Deliverer:
             self.worker_id,
             self.plan,
             rate_limit=self.schedule.rate_limit,
-            window_s=self.schedule.window_s,
+            window_s=self.schedule.window_s + self.schedule.window_margin_s,
             lease_s=self.schedule.lease_s,
         )
-        for index, group in enumerate(result.groups):
-            paused_until = self._send(group)
+        for index, (group, send_id) in enumerate(zip(result.groups, result.send_ids)):
+            try:
+                paused_until = self._send(group)
+            finally:  # the robot counts the message from its arrival: so do we, from the answer
+                self.store.send_finished(send_id)
             if paused_until is not None:  # the robot refuses everything now: the rest waits too
                 rest = [item.id for later in result.groups[index + 1 :] for item in later]
                 self.store.release(rest, self.worker_id, "robot paused (throttled)", retry_at_ms=paused_until)

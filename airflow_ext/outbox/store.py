@@ -77,6 +77,8 @@ Planner = Callable[[Sequence[OutboxAlert], BudgetView], Sequence[Sequence[Outbox
 @dataclass
 class ClaimResult:
     groups: list[list[OutboxAlert]] = field(default_factory=list)
+    #: The send-log row reserved for each group, to pass to :meth:`OutboxStore.send_finished`.
+    send_ids: list[int] = field(default_factory=list)
     #: When it is worth looking again for this robot (seconds), if nothing was claimed.
     wake_in_s: float | None = None
 
@@ -174,12 +176,16 @@ class OutboxStore:
         lease_s: float,
         at_ms: int | None = None,
     ) -> ClaimResult:
-        """Take the robot's lock, let ``planner`` spend its budget, reserve the sends, claim the rows."""
-        at_ms = now_ms() if at_ms is None else at_ms
+        """Take the robot's lock, let ``planner`` spend its budget, reserve the sends, claim the rows.
+
+        Each reserved send counts from now until :meth:`send_finished` moves it to when the robot
+        had answered: the robot counts arrivals, which come later than this reservation.
+        """
         window_ms = int(window_s * 1000)
         self._ensure_robot_row(robot_key)
         with self.engine.begin() as conn:
             robot = self._lock_robot(conn, robot_key)
+            at_ms = now_ms() if at_ms is None else at_ms  # after the wait for the lock
             if robot.paused_until_ms > at_ms:
                 return ClaimResult(wake_in_s=(robot.paused_until_ms - at_ms) / 1000)
             window = conn.execute(
@@ -214,7 +220,12 @@ class OutboxStore:
             ][: rate_limit - used]
             if not groups:
                 return ClaimResult(wake_in_s=None)
-            conn.execute(send_log.insert(), [{"robot_key": robot_key, "sent_at_ms": at_ms} for _ in groups])
+            send_ids = [
+                conn.execute(
+                    send_log.insert().values(robot_key=robot_key, sent_at_ms=at_ms)
+                ).inserted_primary_key[0]
+                for _ in groups
+            ]
             conn.execute(update(robots).where(robots.c.robot_key == robot_key).values(last_send_ms=at_ms))
             ids = [item.id for group in groups for item in group]
             for chunk in _chunks(ids, 500):
@@ -234,7 +245,17 @@ class OutboxStore:
                     send_log.c.robot_key == robot_key, send_log.c.sent_at_ms < at_ms - 2 * window_ms
                 )
             )
-        return ClaimResult(groups=groups)
+        return ClaimResult(groups=groups, send_ids=send_ids)
+
+    def send_finished(self, send_id: int, *, at_ms: int | None = None) -> None:
+        """The message reserved as ``send_id`` got its answer (or gave up) now: count it from now."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(send_log)
+                .where(send_log.c.id == send_id, send_log.c.sent_at_ms < at_ms)
+                .values(sent_at_ms=at_ms)
+            )
 
     # -- settling claimed rows --------------------------------------------------------------------
 

@@ -232,3 +232,30 @@ def test_the_same_failure_reported_twice_is_sent_once(store):
         assert len(robot.messages) == 1 and len(store.rows()) == 1
     finally:
         robot.stop()
+
+
+def test_a_steady_trickle_at_the_limit_is_never_throttled(store):
+    """Alerts arriving faster than the budget: the messages the robot counts must stay under it,
+    measured by arrival at the robot, not by when the deliverer decided to send."""
+    robot = fast_robot()
+    try:
+        d = deliverer(store, robot)
+        stop = threading.Event()
+        thread = threading.Thread(target=d.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            for i in range(40):  # one alert every 0.1 s for 4 s
+                enqueue(store, d.robot_key, 1, start=i)
+                time.sleep(0.1)
+            deadline = time.monotonic() + 20
+            while sum(named(robot).values()) < 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(10)
+
+        assert [r["errcode"] for r in robot.requests if r["errcode"]] == [], "never throttled"
+        assert sorted(named(robot)) == [f"t{i:04d}" for i in range(40)]
+        assert len(robot.messages) > 4, "the budget was really in play"
+    finally:
+        robot.stop()

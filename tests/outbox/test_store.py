@@ -163,3 +163,14 @@ def test_planner_sees_budget_and_pacing(store):
 
     assert seen == [(5, 20, 0, None), (3, 19, 1, 3.0)]
     assert [r["status"] for r in store.rows()].count(SENT) == 0
+
+
+def test_a_send_counts_from_when_it_finished(store):
+    for i in range(2):
+        store.enqueue(alert(i), ROBOT, at_ms=T0)
+    first = claim(store, at=T0, rate_limit=1)
+    store.send_finished(first.send_ids[0], at_ms=T0 + 700)  # the robot answered 0.7 s later
+
+    # 60 s after the reservation the robot still counts the message (it arrived later).
+    assert claim(store, at=T0 + 60_100, rate_limit=1).groups == []
+    assert len(claim(store, at=T0 + 60_701, rate_limit=1).groups) == 1

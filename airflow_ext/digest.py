@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
@@ -119,6 +120,15 @@ class _Entry:
     line: str
 
 
+_BASE_DATE = re.compile(r"&base_date=[^&]*")
+
+
+def short_log_url(url: str) -> str:
+    """The task's log link without ``base_date``: the grid finds the run by its id, and a digest
+    fits about a fifth more failures without it."""
+    return _BASE_DATE.sub("", url)
+
+
 def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = True) -> _Entry:
     def shown(value: str) -> str:
         value = clean_text(value)
@@ -137,7 +147,7 @@ def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = T
     if alert.exception_type:
         fields.append(shown(alert.exception_type))
     if with_log_url and alert.log_url:
-        fields.append(f"[log]({clean_text(alert.log_url)})")
+        fields.append(f"[log]({short_log_url(clean_text(alert.log_url))})")
     return _Entry(alert, shown(alert.dag_id), shown(alert.run_id), "- " + FIELD_SEP.join(fields))
 
 

@@ -305,6 +305,8 @@ def serve(log_file: str) -> int:
                 reply({"ok": True, **bench.run(int(cmd["n"]), int(cmd.get("warmup", 0)))})
             elif op == "breakdown":
                 reply({"ok": True, "parts": bench.breakdown(int(cmd["n"]))})
+            elif op == "in_situ":  # only the flags on/off part of breakdown: no direct robot calls
+                reply({"ok": True, "parts": bench.in_situ(int(cmd["n"]))})
             else:
                 reply({"ok": False, "error": f"unknown op {op!r}"})
         except Exception as err:

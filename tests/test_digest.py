@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.channels.dingtalk import MAX_BODY_BYTES, DingTalkRobot, encode_body
 from airflow_ext.config import DingTalkSettings
-from airflow_ext.digest import CUT, Digest, digest_msg_uuid, render_digests
+from airflow_ext.digest import CUT, Digest, digest_msg_uuid, render_digests, short_log_url
 from airflow_ext.render import RenderedMessage
 from tests.test_render import make_alert
 
@@ -119,7 +119,7 @@ def test_every_alert_is_named_in_exactly_one_digest_in_order():
     for digest in digests:
         for alert in digest.alerts:
             assert entry_line(alert) in digest.message.text
-            assert f"[log]({alert.log_url})" in digest.message.text
+            assert f"[log]({short_log_url(alert.log_url)})" in digest.message.text
         assert "Traceback" not in digest.message.text and "orders table is empty" not in digest.message.text
 
 
@@ -357,3 +357,15 @@ def test_5000_alerts_render_quickly():
     assert flatten(digests) == alerts
     print(f"\n5000 alerts → {len(digests)} digests in {elapsed * 1000:.0f} ms")
     assert elapsed < 2.0
+
+
+def test_log_links_drop_only_base_date():
+    url = (
+        "http://localhost:8080/dags/d/grid?dag_run_id=r%3A1&task_id=t&map_index=3"
+        "&base_date=2026-11-20T00%3A00%3A00%2B0000&tab=logs"
+    )
+
+    assert (
+        short_log_url(url)
+        == "http://localhost:8080/dags/d/grid?dag_run_id=r%3A1&task_id=t&map_index=3&tab=logs"
+    )

@@ -1,6 +1,6 @@
 """The delivery loop behind `airflow-ext deliver`: claim under the robot's budget, send, settle.
 
-Calm: while what is pending fits in half of the robot's budget, every alert is its own message and
+Calm: while what is pending fits in a quarter of the robot's budget, every alert is its own message and
 reaches the group at the next poll. Storm: beyond that, one digest naming as many failures as fit in
 a message goes out every ``window / rate_limit`` seconds, so the robot is never throttled and every
 failure is reported.
@@ -48,6 +48,7 @@ class Deliverer:
         self.clock = clock
         self._stats = stats
         self._last_purge = 0.0
+        self._pacing_wait_s: float | None = None
 
     @property
     def stats(self):
@@ -60,10 +61,16 @@ class Deliverer:
     # -- planning ---------------------------------------------------------------------------------
 
     def plan(self, pending: Sequence[OutboxAlert], budget: BudgetView) -> list[list[OutboxAlert]]:
-        """Singles while calm; under pressure one digest per pacing interval (see module doc)."""
-        if budget.used_in_window + len(pending) <= self.schedule.rate_limit // 2:
+        """Singles while calm; under pressure one digest per pacing interval (see module doc).
+
+        Calm means everything pending, and what the window already used, fits in a quarter of the
+        budget: singles spent at the start of a storm are messages its digests will miss.
+        """
+        self._pacing_wait_s = None
+        if budget.used_in_window + len(pending) <= self.schedule.rate_limit // 4:
             return [[item] for item in pending]
         if budget.since_last_send_s is not None and budget.since_last_send_s < self.schedule.pacing_s:
+            self._pacing_wait_s = self.schedule.pacing_s - budget.since_last_send_s
             return []
         digests = self._digests([item.alert for item in pending], max_messages=1)
         return [list(pending[: len(digests[0].alerts)])] if digests else []
@@ -115,7 +122,9 @@ class Deliverer:
                 break
         if result.groups:
             return 0.0
-        return min(self.schedule.poll_interval_s, result.wake_in_s or self.schedule.poll_interval_s)
+        # Wake exactly when the pacing allows the next digest, not up to a poll interval later.
+        wake = result.wake_in_s if result.wake_in_s is not None else self._pacing_wait_s
+        return min(self.schedule.poll_interval_s, wake) if wake is not None else self.schedule.poll_interval_s
 
     def run(self, stop: threading.Event) -> None:
         self.store.ensure_schema()

@@ -1,0 +1,916 @@
+#!/usr/bin/env python3
+"""The outbox mode under load: an alert storm at one rate-limited robot, the failure path, one alert.
+
+    python bench/bench_outbox.py [--quick] [--only storm|failure-path|latency] [--json FILE]
+                                 [--keep-logs DIR] [--postgres-url URL]
+
+With ``[dingbot] ding_bot_backend = airflow_ext.dingbot.outbox_sender`` failure handling only
+records the alert in the Airflow metadata database; ``airflow-ext deliver`` sends it. This script
+uses the patched and unpatched environments ``bench_failure_path.py`` builds (``.bench/envs/``,
+same code, imported from it) and measures, with the real ``airflow-ext deliver`` command:
+
+1. **Storm**: 8 producer processes record 1000 alerts (distinct tasks of 40 DAGs) through
+   ``outbox_sender`` within 10 s while 2 ``airflow-ext deliver`` replicas with the default schedule
+   deliver them to one local robot that enforces DingTalk's rule (20 messages per rolling 60 s,
+   then 10 minutes of refusals). Figures: failures named in accepted messages within 75 s of the
+   storm's start, throttled answers, the most messages in any 60 s, when the last failure was named.
+   On PostgreSQL, and in the full profile on SQLite too.
+2. **Failure path**: ``TaskInstance.handle_failure`` with the outbox backend against stock Airflow
+   (``bench/_handle_failure_worker.py``, alternating A B / B A), with a healthy robot configured and
+   with one that never answers; on SQLite and on PostgreSQL as the metadata database.
+3. **One alert**: record one alert at a time with one deliverer running against a calm robot and
+   time failure (the backend call) to the robot's acceptance.
+
+PostgreSQL is at ``DINGBOT_BENCH_POSTGRES_URL`` or ``--postgres-url`` (default: user postgres on
+127.0.0.1:5432); the script creates a database ``dingbot_bench_<random>`` and drops it at the end.
+Without a reachable server the PostgreSQL figures are left out, with a note. Everything printed is
+a figure with its target; nothing asserts on time, and the exit status is 0 unless the benchmark
+itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_failure_path as fp  # noqa: E402 - the environments, the worker protocol, tables
+from bench_failure_path import PATCHED, UNPATCHED, BenchError, progress  # noqa: E402
+
+OUTBOX_WORKER = Path(__file__).resolve().parent / "_outbox_worker.py"
+OUTBOX_BACKEND = "airflow_ext.dingbot.outbox_sender"
+ROBOT_KEYWORD = "Airflow"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DINGBOT_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+#: The alerts the storm's producers record are tasks load_partition_0000 ... 0999 (_outbox_worker.py).
+TASK_NAME = re.compile(r"\bload_partition_(\d{4})\b")
+THROTTLED_ERRCODES = (130101, 410100)
+READY_LINE = "Delivering DingTalk alerts from the outbox"
+
+# The storm, as the issue states it.
+STORM_ALERTS = 1000
+STORM_PRODUCERS = 8
+STORM_SPREAD_S = 10.0
+STORM_DELIVERERS = 2
+ROBOT_RATE_LIMIT, ROBOT_WINDOW_S = 20, 60.0  # FakeRobot's defaults: DingTalk's rule
+
+# Targets (informational).
+STORM_WITHIN_S = 75.0
+FAILURE_PATH_P99_MAX_MS = 20.0
+LATENCY_P50_MAX_S = 2.0
+#: Part 3 lifts the robot's limit and the deliverer's ([dingbot] rate_limit) alike, so that one
+#: alert every second or so never presses the robot; the deliverer sends singles while calm.
+LATENCY_RATE_LIMIT = 1000
+SILENT_DEADLINE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    storm_dbs: tuple[str, ...]
+    storm_observe_s: float  # watch the robot this long after the storm's start (or until all named)
+    fp_rounds: int  # A B / B A rounds per robot and database
+    fp_per_round: int
+    fp_warmup: int
+    fp_dbs: tuple[str, ...]
+    latency_samples: int
+
+
+FULL = Profile("full", ("postgresql", "sqlite"), 90.0, 4, 60, 5, ("sqlite", "postgresql"), 20)
+QUICK = Profile("quick", ("postgresql",), 90.0, 2, 25, 3, ("sqlite",), 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------
+
+
+class Producer(fp.Worker):
+    """A ``_outbox_worker.py serve`` process; the handle_failure worker's JSON-lines protocol."""
+
+    def __init__(self, index: int, venv: Path, env: dict[str, str], log_file: Path) -> None:
+        self.name = f"producer {index}"
+        self.log_file = log_file
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(fp.venv_python(venv)),
+                    str(OUTBOX_WORKER),
+                    "serve",
+                    "--index",
+                    str(index),
+                    "--log-file",
+                    str(log_file),
+                ],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        self._buffer = b""
+        self.info: dict = {}
+
+    def ready(self, timeout: float = 300) -> Producer:
+        self.info = self._read(timeout, what="start-up")
+        return self
+
+    def send(self, **cmd) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float, what: str) -> dict:
+        return self._read(timeout, what=what)
+
+
+class Deliverer:
+    """One ``airflow-ext deliver`` process of the patched environment, its output in a log file."""
+
+    def __init__(self, name: str, venv: Path, env: dict[str, str], log_file: Path) -> None:
+        self.name, self.log_file = name, log_file
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(venv / "bin" / "airflow-ext"), "deliver"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.log():
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited (code {self.proc.returncode}):\n{fp.tail(self.log())}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not start within {timeout:.0f} s:\n{fp.tail(self.log())}")
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def make_home(home: Path, db_url: str) -> Path:
+    """An AIRFLOW_HOME whose airflow.cfg names the metadata database (written before any process
+    imports Airflow, so that concurrent processes never race to write a default one)."""
+    (home / "dags").mkdir(parents=True)
+    (home / "airflow.cfg").write_text(
+        f"[core]\nload_examples = False\n\n[database]\nsql_alchemy_conn = {db_url}\n", encoding="utf-8"
+    )
+    return home
+
+
+def database_url(kind: str, home: Path, pg_database: str | None) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{home / 'airflow.db'}"
+    assert pg_database is not None
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{pg_database}"
+
+
+def robot_env(robot, secret: str, **extra: str) -> dict[str, str]:
+    return {
+        "AIRFLOW__DINGDING__BOT_URL": robot.url,
+        "AIRFLOW__DINGDING__SECRET": secret,
+        "AIRFLOW__DINGDING__KEYWORD": ROBOT_KEYWORD,
+        "AIRFLOW__DINGBOT__DING_BOT_BACKEND": OUTBOX_BACKEND,
+        **extra,
+    }
+
+
+def postgres_database(envs) -> str | None:
+    name = f"dingbot_bench_{secrets.token_hex(6)}"
+    result = subprocess.run(
+        [
+            str(fp.venv_python(envs[PATCHED])),
+            str(OUTBOX_WORKER),
+            "database",
+            "create",
+            "--admin-url",
+            POSTGRES_ADMIN_URL,
+            "--name",
+            name,
+        ],
+        env=fp.airflow_env(envs[PATCHED], home=None),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        progress(f"PostgreSQL is not usable, its figures are left out:\n{fp.tail(result.stderr, 3)}")
+        return None
+    progress(f"created the PostgreSQL database {name}")
+    return name
+
+
+def drop_postgres_database(envs, name: str) -> None:
+    result = subprocess.run(
+        [
+            str(fp.venv_python(envs[PATCHED])),
+            str(OUTBOX_WORKER),
+            "database",
+            "drop",
+            "--admin-url",
+            POSTGRES_ADMIN_URL,
+            "--name",
+            name,
+        ],
+        env=fp.airflow_env(envs[PATCHED], home=None),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        progress(f"could not drop the PostgreSQL database {name}:\n{fp.tail(result.stderr, 3)}")
+    else:
+        progress(f"dropped the PostgreSQL database {name}")
+
+
+def diff_ci(a: list[float], b: list[float], q: float, resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of percentile(a, q) - percentile(b, q): how far noise alone moves it."""
+    rng = random.Random(20261121)
+    diffs = sorted(
+        fp.percentile(rng.choices(a, k=len(a)), q) - fp.percentile(rng.choices(b, k=len(b)), q)
+        for _ in range(resamples)
+    )
+    return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+
+
+def named_in(message: dict) -> set[int]:
+    return {int(n) for n in TASK_NAME.findall(message["body"]["markdown"]["text"])}
+
+
+def tightest_margin(requests: list[dict], limit: int, window_s: float) -> float | None:
+    """How close a request came to being one too many for the robot's rolling window: the least
+    ``t - (time of the limit-th accepted message before it) - window_s`` over the requests up to
+    the first throttled one (negative: the robot still counted ``limit`` messages then, and
+    refused it). None if there never were ``limit`` accepted messages before a request."""
+    accepted: list[float] = []
+    margins = []
+    for r in sorted(requests, key=lambda r: r["received_at"]):
+        if r["errcode"] not in (0, *THROTTLED_ERRCODES):
+            continue
+        if len(accepted) >= limit:
+            margins.append(r["received_at"] - accepted[-limit] - window_s)
+        if r["errcode"] != 0:
+            break
+        accepted.append(r["received_at"])
+    return min(margins) if margins else None
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most of ``times`` in any half-open window [t, t + window_s), as the robot counts."""
+    times = sorted(times)
+    return max((sum(1 for u in times if t <= u < t + window_s) for t in times), default=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. The storm
+# ----------------------------------------------------------------------------------------------
+
+
+def storm_plan(seed: int) -> list[list[tuple[int, float]]]:
+    """Alert n goes to producer n % 8 at a uniformly random moment of the 10 s; each producer's
+    share in time order."""
+    rng = random.Random(seed)
+    plans: list[list[tuple[int, float]]] = [[] for _ in range(STORM_PRODUCERS)]
+    for n in range(STORM_ALERTS):
+        plans[n % STORM_PRODUCERS].append((n, rng.uniform(0, STORM_SPREAD_S)))
+    return [sorted(plan, key=lambda item: item[1]) for plan in plans]
+
+
+def bench_storm(envs, tmp: Path, kind: str, pg_database: str | None, profile: Profile, secret: str) -> dict:
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"storm-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    robot = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD).start()  # 20 / 60 s / 600 s
+    fp._SECRETS.append(robot.url)
+    home = tmp / f"storm-{kind}"
+    make_home(home, database_url(kind, home, pg_database))
+    venv = envs[PATCHED]
+    env = fp.airflow_env(venv, home, **robot_env(robot, secret))
+    producers: list[Producer] = []
+    deliverers: list[Deliverer] = []
+    try:
+        progress(f"storm on {kind}: starting {STORM_PRODUCERS} producers and {STORM_DELIVERERS} deliverers")
+        # The first producer creates the outbox tables; the others start together.
+        producers.append(Producer(0, venv, env, tmp / f"storm-{kind}-producer-0.log").ready())
+        producers += [
+            Producer(i, venv, env, tmp / f"storm-{kind}-producer-{i}.log") for i in range(1, STORM_PRODUCERS)
+        ]
+        for producer in producers[1:]:
+            producer.ready()
+        deliverers = [
+            Deliverer(f"deliverer {i}", venv, env, tmp / f"storm-{kind}-deliverer-{i}.log")
+            for i in range(STORM_DELIVERERS)
+        ]
+        for deliverer in deliverers:
+            deliverer.wait_ready()
+        time.sleep(1.0)  # both are polling: an empty outbox
+
+        plans = storm_plan(seed=20261121)
+        start_at = time.time() + 1.0
+        progress(
+            f"storm on {kind}: {STORM_ALERTS} alerts in {STORM_SPREAD_S:g} s; watching the robot for up to "
+            f"{profile.storm_observe_s:g} s"
+        )
+        for producer, plan in zip(producers, plans):
+            producer.send(op="storm", start_at=start_at, plan=plan)
+        first_named: dict[int, float] = {}
+        seen = 0
+        while time.time() < start_at + profile.storm_observe_s and len(first_named) < STORM_ALERTS:
+            time.sleep(0.25)
+            messages = robot.messages
+            for message in messages[seen:]:
+                for n in named_in(message):
+                    first_named.setdefault(n, message["received_at"])
+            seen = len(messages)
+        watched_s = time.time() - start_at
+        records = [r for p in producers for r in p.receive(60, "storm")["records"]]
+        for deliverer in deliverers:
+            deliverer.stop()
+        counts = producers[0].call(60, op="counts")
+        status = subprocess.run(
+            [str(venv / "bin" / "airflow-ext"), "outbox", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.strip()
+        messages, requests = robot.messages, robot.requests
+        logs = [d.log() for d in deliverers]
+    finally:
+        for deliverer in deliverers:
+            deliverer.stop()
+        for producer in producers:
+            producer.close()
+        robot.stop()
+
+    times = [m["received_at"] - start_at for m in messages]
+    names = [named_in(m) for m in messages]
+    times_named: dict[int, int] = {}
+    for group in names:
+        for n in group:
+            times_named[n] = times_named.get(n, 0) + 1
+    enqueued = {r["n"]: r for r in records}
+    latency = [first_named[n] - enqueued[n]["at"] for n in first_named if n in enqueued]
+    within = sum(1 for t in first_named.values() if t - start_at <= STORM_WITHIN_S)
+    return {
+        "db": kind,
+        "alerts": STORM_ALERTS,
+        "recorded": sum(1 for r in records if r["queued"]),
+        "last_recorded_s": max(r["at"] for r in records) - start_at,
+        "record_ms": [r["ms"] for r in records],
+        "watched_s": watched_s,
+        "named_within": within,
+        "named_total": len(first_named),
+        "last_named_s": max(first_named.values()) - start_at if first_named else None,
+        "named_twice": sum(1 for c in times_named.values() if c > 1),
+        "latency_s": latency,
+        "requests": len(requests),
+        "accepted": sum(1 for r in requests if r["errcode"] == 0),
+        "throttled": sum(1 for r in requests if r["errcode"] in THROTTLED_ERRCODES),
+        "other_errors": sum(1 for r in requests if r["errcode"] not in (0, *THROTTLED_ERRCODES)),
+        "messages": len(messages),
+        "singles": sum(1 for g in names if len(g) == 1),
+        "digests": sum(1 for g in names if len(g) > 1),
+        "largest_digest": max((len(g) for g in names), default=0),
+        "max_in_60s": max_in_window([m["received_at"] for m in messages], ROBOT_WINDOW_S),
+        "margin_s": tightest_margin(requests, ROBOT_RATE_LIMIT, ROBOT_WINDOW_S),
+        "timeline": sorted(
+            [[round(t, 3), len(g)] for t, g in zip(times, names)]
+            + [
+                [round(r["received_at"] - start_at, 3), f"errcode {r['errcode']}"]
+                for r in requests
+                if r["errcode"] != 0
+            ],
+            key=lambda item: item[0],
+        ),
+        "request_log": [[round(r["received_at"] - start_at, 3), r["errcode"]] for r in requests],
+        "outbox_counts": {k: v for k, v in counts.items() if k != "ok"},
+        "outbox_status": fp.redact(status),
+        "deliverer_errors": sum(log.count(" ERROR - ") for log in logs),
+        "deliverer_throttled_lines": sum(log.count("throttled") for log in logs),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. The failure path with the outbox backend
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, profile: Profile, secret: str):
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"fp-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    healthy = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
+    silent = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
+    silent.set_mode("hang")
+    fp._SECRETS.extend([healthy.url, silent.url])
+    homes = {name: tmp / f"fp-{kind}-{name}" for name in fp.ENV_NAMES}
+    if kind == "sqlite":
+        fp.migrate(envs, homes)
+    else:
+        for home in homes.values():
+            make_home(home, database_url(kind, home, pg_database))
+        progress("airflow db migrate (PostgreSQL, one database for both environments)")
+        fp.run(
+            [str(envs[UNPATCHED] / "bin" / "airflow"), "db", "migrate"],
+            "airflow db migrate (PostgreSQL)",
+            env=fp.airflow_env(envs[UNPATCHED], homes[UNPATCHED]),
+        )
+    workers: dict[str, fp.Worker] = {}
+    counter: Producer | None = None
+    out: dict = {"db": kind}
+    try:
+        progress(f"failure path on {kind}: starting one handle_failure worker per environment")
+        for name in fp.ENV_NAMES:
+            workers[name] = fp.Worker(name, envs[name], homes[name], tmp / f"fp-{kind}-{name}.log")
+        for name, worker in workers.items():
+            wants = name == PATCHED
+            if worker.info["taskinstance_calls_hook"] != wants or worker.info["ding_on_failure"] != wants:
+                raise BenchError(f"the {name} environment does not look {name}: {worker.info}")
+        counter = Producer(
+            0,
+            envs[PATCHED],
+            fp.airflow_env(envs[PATCHED], homes[PATCHED], **robot_env(healthy, secret)),
+            tmp / f"fp-{kind}-counter.log",
+        ).ready()
+        for label, robot, timeout in (
+            ("healthy robot", healthy, "10"),
+            (f"never-answering robot ({SILENT_DEADLINE_S:g} s deadline)", silent, f"{SILENT_DEADLINE_S:g}"),
+        ):
+            env = robot_env(robot, secret, AIRFLOW__DINGBOT__TIMEOUT=timeout)
+            before_rows = counter.call(60, op="counts")["pending"]
+            before_requests = len(robot.requests)
+            samples: dict[str, list[float]] = {name: [] for name in fp.ENV_NAMES}
+            calls = 0
+            progress(
+                f"failure path on {kind}, {label}: "
+                f"{profile.fp_rounds * profile.fp_per_round} timed calls per environment"
+            )
+            for order in fp.alternating(profile.fp_rounds):
+                for name in order:
+                    answer = workers[name].call(
+                        600, op="time", n=profile.fp_per_round, warmup=profile.fp_warmup, env=env
+                    )
+                    if answer["states"] != ["failed"]:
+                        raise BenchError(f"{name}: handle_failure left the task in {answer['states']}")
+                    samples[name] += answer["samples_ms"]
+                    if name == PATCHED:
+                        calls += answer["calls"]
+            recorded = counter.call(60, op="counts")["pending"] - before_rows
+            requests = len(robot.requests) - before_requests
+            # The hook's own time inside handle_failure, and flags on - flags off, in one process.
+            hook = workers[PATCHED].call(600, op="in_situ", n=profile.fp_per_round, env=env)["parts"]
+            out[label] = {
+                **{
+                    name: {
+                        "n": len(samples[name]),
+                        "median_ms": statistics.median(samples[name]),
+                        "p99_ms": fp.percentile(samples[name], 0.99),
+                        "max_ms": max(samples[name]),
+                    }
+                    for name in fp.ENV_NAMES
+                },
+                "added_p99_ci": diff_ci(samples[PATCHED], samples[UNPATCHED], 0.99),
+                "in_situ": hook,
+                "patched_calls": calls,
+                "recorded": recorded,
+                "robot_requests": requests,
+                "robot_requests_incl_in_situ": len(robot.requests) - before_requests,
+            }
+    finally:
+        for worker in workers.values():
+            worker.close()
+        if counter is not None:
+            counter.close()
+        healthy.stop()
+        silent.stop()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. One alert at a time
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_latency(envs, tmp: Path, kind: str, pg_database: str | None, profile: Profile, secret: str) -> dict:
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"calm-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    robot = FakeRobot(
+        access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=LATENCY_RATE_LIMIT
+    ).start()
+    fp._SECRETS.append(robot.url)
+    home = tmp / f"latency-{kind}"
+    make_home(home, database_url(kind, home, pg_database))
+    venv = envs[PATCHED]
+    env = fp.airflow_env(
+        venv, home, **robot_env(robot, secret, AIRFLOW__DINGBOT__RATE_LIMIT=str(LATENCY_RATE_LIMIT))
+    )
+    producer: Producer | None = None
+    deliverer: Deliverer | None = None
+    latencies: list[float] = []
+    try:
+        progress(f"one alert at a time on {kind}: {profile.latency_samples} alerts, one deliverer")
+        producer = Producer(0, venv, env, tmp / f"latency-{kind}-producer.log").ready()
+        deliverer = Deliverer("deliverer", venv, env, tmp / f"latency-{kind}-deliverer.log")
+        deliverer.wait_ready()
+        rng = random.Random(7)
+        for k in range(profile.latency_samples):
+            time.sleep(rng.uniform(0.3, 1.2))  # a random phase against the 0.5 s poll
+            record = producer.call(60, op="one", n=k)
+            messages = robot.wait_for_messages(k + 1, timeout=30)
+            accepted = [m["received_at"] for m in messages if k in named_in(m)]
+            if not accepted:
+                raise BenchError(
+                    f"alert {k} did not reach the robot within 30 s:\n{fp.tail(deliverer.log())}"
+                )
+            latencies.append(accepted[0] - record["at"])
+        requests = robot.requests
+    finally:
+        if deliverer is not None:
+            deliverer.stop()
+        if producer is not None:
+            producer.close()
+        robot.stop()
+    return {
+        "db": kind,
+        "n": len(latencies),
+        "latency_s": latencies,
+        "messages": len(requests),
+        "refused": sum(1 for r in requests if r["errcode"] != 0),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+
+def load() -> str:
+    """The 1-minute load average: how busy the (shared) machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def storm_report(s: dict) -> list[str]:
+    pct = 100 * s["named_within"] / s["alerts"]
+    rec = sorted(s["record_ms"])
+    lat = sorted(s["latency_s"])
+    last = s["last_named_s"] if s["named_total"] == s["alerts"] else None
+    rows = [
+        [
+            f"failures named in accepted messages within {STORM_WITHIN_S:g} s",
+            f"{s['named_within']}/{s['alerts']} ({pct:.1f} %)",
+            "100 %",
+            verdict(s["named_within"] == s["alerts"]),
+        ],
+        ["throttled answers (errcode 130101/410100)", str(s["throttled"]), "0", verdict(s["throttled"] == 0)],
+        [
+            f"most accepted messages in any {ROBOT_WINDOW_S:g} s",
+            str(s["max_in_60s"]),
+            f"<= {ROBOT_RATE_LIMIT}",
+            verdict(s["max_in_60s"] <= ROBOT_RATE_LIMIT),
+        ],
+        [
+            "last failure named, after the storm's start",
+            _s(last) if last is not None else f"not all by {s['watched_s']:.0f} s",
+            f"<= {STORM_WITHIN_S:g} s",
+            verdict(last is not None and last <= STORM_WITHIN_S),
+        ],
+        [
+            f"failures named by the end of watching ({s['watched_s']:.0f} s)",
+            f"{s['named_total']}/{s['alerts']}",
+            "",
+            "",
+        ],
+        [
+            f"window-edge margin: min t - t(accepted {ROBOT_RATE_LIMIT} before) - {ROBOT_WINDOW_S:g} s",
+            f"never {ROBOT_RATE_LIMIT + 1} requests"
+            if s["margin_s"] is None
+            else f"{s['margin_s'] * 1000:+.0f} ms",
+            "> 0",
+            "" if s["margin_s"] is None else verdict(s["margin_s"] > 0),
+        ],
+        ["failures named in more than one message", str(s["named_twice"]), "", ""],
+        [
+            "messages accepted (singles + digests; largest digest)",
+            f"{s['messages']} ({s['singles']} + {s['digests']}; {s['largest_digest']})",
+            "",
+            "",
+        ],
+        ["other refusals by the robot", str(s["other_errors"]), "", ""],
+        [
+            "failure -> named in a message: median / max",
+            f"{_s(statistics.median(lat)) if lat else '-'} / {_s(lat[-1]) if lat else '-'}",
+            "",
+            "",
+        ],
+        [
+            "alerts recorded (outbox_sender said queued); last one at",
+            f"{s['recorded']}/{s['alerts']}; {_s(s['last_recorded_s'])}",
+            "",
+            "",
+        ],
+        [
+            "outbox_sender during the storm: median / p99 / max",
+            f"{fp._ms(statistics.median(rec))} / {fp._ms(fp.percentile(rec, 0.99))} / {fp._ms(rec[-1])}",
+            "",
+            "",
+        ],
+    ]
+    counts = s["outbox_counts"]
+    timeline = ", ".join(f"{t:.1f}:{n}" for t, n in s["timeline"])
+    refused = (
+        [
+            "After a throttled answer the robot refuses everything for 10 minutes and the deliverers pause "
+            "the robot for [dingbot]'s 600 s: what was not named by then waits that long."
+        ]
+        if s["throttled"]
+        else []
+    )
+    return [
+        f"1. Storm on {s['db']}: {s['alerts']} alerts from {STORM_PRODUCERS} processes within "
+        f"{STORM_SPREAD_S:g} s, {STORM_DELIVERERS} x `airflow-ext deliver` (default schedule), one robot "
+        f"limited to {ROBOT_RATE_LIMIT} messages per {ROBOT_WINDOW_S:g} s",
+        "",
+        fp._table(["figure", "value", "target", "result"], rows),
+        "",
+        textwrap.fill(
+            "requests the robot received (seconds after the storm's start: failures named, or the "
+            "refusal): " + timeline,
+            100,
+            subsequent_indent="  ",
+        ),
+        f"outbox afterwards: pending {counts['pending']}, claimed {counts['claimed']}, "
+        f"sent {counts['sent']}, dead {counts['dead']}; "
+        f"deliverer log lines at ERROR: {s['deliverer_errors']}",
+        "`airflow-ext outbox status`: " + (s["outbox_status"] or "(no output)"),
+        *[textwrap.fill(line, 100) for line in refused],
+    ]
+
+
+def failure_path_report(results: list[dict]) -> list[str]:
+    rows, hook_rows, notes = [], [], []
+    for res in results:
+        for label in (k for k in res if k != "db"):
+            r = res[label]
+            u, p = r[UNPATCHED], r[PATCHED]
+            added_p99 = p["p99_ms"] - u["p99_ms"]
+            low, high = r["added_p99_ci"]
+            text = verdict(added_p99 <= FAILURE_PATH_P99_MAX_MS)
+            if low <= FAILURE_PATH_P99_MAX_MS < high:
+                text += " (within noise)"
+            rows.append(
+                [
+                    f"{res['db']}, {label}",
+                    f"{fp._ms(u['median_ms'])} / {fp._ms(u['p99_ms'])}",
+                    f"{fp._ms(p['median_ms'])} / {fp._ms(p['p99_ms'])}",
+                    f"{p['median_ms'] - u['median_ms']:+.1f} ms",
+                    f"{added_p99:+.1f} ms",
+                    f"{low:+.1f} to {high:+.1f}",
+                    f"<= {FAILURE_PATH_P99_MAX_MS:g} ms",
+                    text,
+                ]
+            )
+            hook = r["in_situ"]["hook_in_handle_failure"]
+            on, off = r["in_situ"]["handle_failure_flags_on"], r["in_situ"]["handle_failure_flags_off"]
+            hook_rows.append(
+                [
+                    f"{res['db']}, {label}",
+                    f"{fp._ms(hook['median_ms'])} / {fp._ms(hook['p99_ms'])} / {fp._ms(hook['max_ms'])}",
+                    f"{fp._ms(on['median_ms'])} / {fp._ms(on['p99_ms'])}",
+                    f"{fp._ms(off['median_ms'])} / {fp._ms(off['p99_ms'])}",
+                ]
+            )
+            notes.append(
+                f"{res['db']}, {label}: {p['n']} + {u['n']} timed calls (patched + unpatched), "
+                f"{profile_note(r)}; alerts recorded in the outbox {r['recorded']}/{r['patched_calls']} "
+                f"patched calls (warm-ups included); requests the robot received "
+                f"{r['robot_requests_incl_in_situ']}."
+            )
+    table = fp._table(
+        [
+            "handle_failure, outbox backend",
+            "unpatched p50 / p99",
+            "patched p50 / p99",
+            "added p50",
+            "added p99",
+            "added p99 95% CI",
+            "target",
+            "result",
+        ],
+        rows,
+    )
+    hook_table = fp._table(
+        [
+            "same process (patched worker)",
+            "hook: p50 / p99 / max",
+            "flags on: p50 / p99",
+            "flags off: p50 / p99",
+        ],
+        hook_rows,
+    )
+    return [
+        "2. Failure path: TaskInstance.handle_failure with ding_bot_backend = outbox_sender, against "
+        "stock Airflow",
+        "",
+        table,
+        "",
+        hook_table,
+        "",
+        *[textwrap.fill(n, 100) for n in notes],
+        textwrap.fill(
+            "added p50/p99: patched percentile - unpatched percentile, both environments measured "
+            "alternately (A B / B A) in the same run; its 95% CI is a bootstrap interval (how far "
+            "noise alone moves it). hook: the time inside handle_failure spent in send_ding_alert "
+            "(building the Alert, reading the config, outbox_sender's INSERT, in the run_within "
+            "thread); flags on/off: handle_failure with ding_on_failure switched on and off in the "
+            "same process.",
+            100,
+        ),
+    ]
+
+
+def profile_note(r: dict) -> str:
+    n = r["in_situ"]["hook_in_handle_failure"]["n"]
+    return f"then {n} calls each with the flags on and off in the patched process"
+
+
+def latency_report(r: dict) -> list[str]:
+    lat = sorted(r["latency_s"])
+    p50 = statistics.median(lat)
+    rows = [
+        [
+            "failure (outbox_sender call) -> accepted by the robot: median",
+            f"{p50 * 1000:.0f} ms",
+            f"<= {LATENCY_P50_MAX_S:g} s",
+            verdict(p50 <= LATENCY_P50_MAX_S),
+        ],
+        ["  p90", f"{fp.percentile(lat, 0.9) * 1000:.0f} ms", "", ""],
+        ["  min / max", f"{lat[0] * 1000:.0f} ms / {lat[-1] * 1000:.0f} ms", "", ""],
+    ]
+    return [
+        f"3. One alert at a time on {r['db']}: one `airflow-ext deliver`, poll interval 0.5 s (default); "
+        f"robot and [dingbot] rate_limit both {LATENCY_RATE_LIMIT} per 60 s so the robot is never pressed",
+        "",
+        fp._table(["figure", "value", "target", "result"], rows),
+        "",
+        f"{r['n']} alerts, 0.3-1.2 s apart (random); messages sent {r['messages']}, refused {r['refused']}.",
+    ]
+
+
+def report(results: dict, profile: Profile, elapsed_s: float) -> str:
+    lines = [
+        f"airflow-dingbot outbox benchmark ({profile.name} profile): Python {results['python']}, "
+        f"{results['cpus']} CPUs, {elapsed_s:.0f} s; load average at start {results['load'][0]}, "
+        f"at end {results['load'][1]}",
+        "",
+    ]
+    for storm in results["storm"]:
+        lines += [*storm_report(storm), ""]
+    if results["failure_path"]:
+        lines += [*failure_path_report(results["failure_path"]), ""]
+    if results.get("latency"):
+        lines += [*latency_report(results["latency"]), ""]
+    for note in results["notes"]:
+        lines.append(textwrap.fill(note, 100))
+    lines.append(
+        textwrap.fill(
+            "Targets are informational; timings on a shared machine vary from run to run.",
+            100,
+        )
+    )
+    return "\n".join(lines).rstrip()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    global POSTGRES_ADMIN_URL
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one storm (PostgreSQL), fewer calls")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument(
+        "--postgres-url",
+        default=POSTGRES_ADMIN_URL,
+        help="a PostgreSQL database URL whose user may create databases (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["storm", "failure-path", "latency"],
+        action="append",
+        help="run only this part (repeatable); the default is all three",
+    )
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy every process's log to DIR")
+    args = parser.parse_args(argv)
+    parts = set(args.only or ["storm", "failure-path", "latency"])
+    POSTGRES_ADMIN_URL = args.postgres_url
+    profile = QUICK if args.quick else FULL
+    started = time.monotonic()
+    sys.path.insert(0, str(fp.REPO))  # the fake robot is standard library only
+
+    secret = f"SEC{secrets.token_hex(32)}"
+    fp._SECRETS.append(secret)
+    tmp = Path(tempfile.mkdtemp(prefix="dingbot-bench-outbox-"))
+    envs = None
+    pg_database = None
+    results: dict = {"profile": profile.name, "cpus": os.cpu_count(), "notes": [], "load": [load(), None]}
+    try:
+        envs = fp.ensure_envs()
+        results["python"] = subprocess.run(
+            [str(fp.venv_python(envs[PATCHED])), "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        pg_database = postgres_database(envs)
+        if pg_database is None:
+            results["notes"].append(
+                "PostgreSQL was not reachable: the storm and the single-alert latency ran on SQLite, "
+                "and the PostgreSQL failure-path figures are missing."
+            )
+
+        def usable(kinds: tuple[str, ...]) -> list[str]:
+            picked = [k for k in kinds if k != "postgresql" or pg_database]
+            return picked or ["sqlite"]
+
+        results["storm"] = [
+            bench_storm(envs, tmp, kind, pg_database, profile, secret)
+            for kind in (usable(profile.storm_dbs) if "storm" in parts else [])
+        ]
+        results["failure_path"] = [
+            bench_failure_path(envs, tmp, kind, pg_database, profile, secret)
+            for kind in (profile.fp_dbs if "failure-path" in parts else [])
+            if kind != "postgresql" or pg_database
+        ]
+        if "latency" in parts:
+            results["latency"] = bench_latency(
+                envs, tmp, "postgresql" if pg_database else "sqlite", pg_database, profile, secret
+            )
+        results["load"][1] = load()
+        text = report(results, profile, time.monotonic() - started)
+    except BenchError as err:
+        print(f"benchmark could not run: {fp.redact(str(err))}", file=sys.stderr)
+        return 1
+    finally:
+        if envs is not None and pg_database is not None:
+            drop_postgres_database(envs, pg_database)
+        if args.keep_logs:
+            keep = Path(args.keep_logs)
+            keep.mkdir(parents=True, exist_ok=True)
+            for log in tmp.glob("*.log"):
+                (keep / log.name).write_text(fp.redact(log.read_text(errors="replace")), encoding="utf-8")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(fp.redact(text), flush=True)
+    if args.json:
+        Path(args.json).write_text(
+            fp.redact(json.dumps(results, indent=2, sort_keys=True)) + "\n", encoding="utf-8"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

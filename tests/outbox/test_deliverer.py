@@ -46,13 +46,20 @@ def store(engine):
 
 def fast_robot(**kw) -> FakeRobot:
     """A robot with DingTalk's rules at a speed tests can wait for: 4 messages per 2 s."""
-    defaults = dict(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, rate_limit=4, window_s=2.0)
+    defaults = dict(
+        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, rate_limit=4, window_s=2.0
+    )
     defaults.update(kw)
     return FakeRobot(**defaults).start()
 
 
 FAST = DeliverySchedule(
-    rate_limit=4, window_s=2.0, poll_interval_s=0.05, lease_s=5.0, retry_initial_s=0.1, retry_max_s=0.5,
+    rate_limit=4,
+    window_s=2.0,
+    poll_interval_s=0.05,
+    lease_s=5.0,
+    retry_initial_s=0.1,
+    retry_max_s=0.5,
     throttled_pause_s=1.0,
 )
 

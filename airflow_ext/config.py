@@ -108,19 +108,20 @@ def load_dingtalk_settings(conf=None) -> DingTalkSettings:
     )
 
 
+def _dingbot_positive(conf, key: str, default: Any, cast: Callable[[Any], Any]):
+    return _positive("dingbot", key, conf.get("dingbot", key, fallback=str(default)), cast)
+
+
 def load_retry_policy(conf=None) -> RetryPolicy:
     """``[dingbot]`` timeout, connect_timeout, read_timeout and max_attempts as a RetryPolicy."""
     conf = conf or _conf()
     defaults = RetryPolicy()
 
-    def read(key: str, default: Any, cast: Callable[[Any], Any]):
-        return _positive("dingbot", key, conf.get("dingbot", key, fallback=str(default)), cast)
-
     return RetryPolicy(
-        deadline_s=read("timeout", defaults.deadline_s, float),
-        connect_timeout_s=read("connect_timeout", defaults.connect_timeout_s, float),
-        read_timeout_s=read("read_timeout", defaults.read_timeout_s, float),
-        max_attempts=read("max_attempts", defaults.max_attempts, int),
+        deadline_s=_dingbot_positive(conf, "timeout", defaults.deadline_s, float),
+        connect_timeout_s=_dingbot_positive(conf, "connect_timeout", defaults.connect_timeout_s, float),
+        read_timeout_s=_dingbot_positive(conf, "read_timeout", defaults.read_timeout_s, float),
+        max_attempts=_dingbot_positive(conf, "max_attempts", defaults.max_attempts, int),
     )
 
 
@@ -129,14 +130,14 @@ def load_delivery_schedule(conf=None) -> DeliverySchedule:
     conf = conf or _conf()
     defaults = DeliverySchedule()
 
-    def read(key: str, default: Any, cast: Callable[[Any], Any]):
-        return _positive("dingbot", key, conf.get("dingbot", key, fallback=str(default)), cast)
-
     return DeliverySchedule(
-        rate_limit=read("rate_limit", defaults.rate_limit, int),
-        poll_interval_s=read("outbox_poll_interval", defaults.poll_interval_s, float),
-        lease_s=read("outbox_lease", defaults.lease_s, float),
-        purge_after_s=read("outbox_purge_after_days", defaults.purge_after_s / 86400, float) * 86400,
+        rate_limit=_dingbot_positive(conf, "rate_limit", defaults.rate_limit, int),
+        poll_interval_s=_dingbot_positive(conf, "outbox_poll_interval", defaults.poll_interval_s, float),
+        lease_s=_dingbot_positive(conf, "outbox_lease", defaults.lease_s, float),
+        purge_after_s=_dingbot_positive(
+            conf, "outbox_purge_after_days", defaults.purge_after_s / 86400, float
+        )
+        * 86400,
     )
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from airflow_ext.alert import Alert, clean_text
-from airflow_ext.render import MAX_TITLE_CHARS, RenderedMessage, utf8_head
+from airflow_ext.render import MAX_TITLE_CHARS, RenderedMessage, largest_fitting, utf8_head
 
 #: Between markdown blocks (heading, counts, a group's line, a group's list, mentions).
 BLOCK_SEP = "\n\n"
@@ -170,19 +170,6 @@ def _render(entries: Sequence[_Entry], keyword: str | None, mentions: str) -> Re
     return RenderedMessage(_title(len(entries), keyword), BLOCK_SEP.join(blocks))
 
 
-def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
-    """Largest n in [low, high] with ok(n), assuming ok is monotone (decreasing); None if not ok(low)."""
-    if not ok(low):
-        return None
-    while low < high:
-        mid = (low + high + 1) // 2
-        if ok(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
-
-
 def _budget(fits: Callable[[RenderedMessage], bool]) -> int:
     """Bytes that title and text together may take inside the JSON body; -1 if not even empty fits."""
 
@@ -196,7 +183,7 @@ def _budget(fits: Callable[[RenderedMessage], bool]) -> int:
         if high >= MAX_BUDGET_BYTES:
             return MAX_BUDGET_BYTES
         low, high = high, high * 2
-    return _largest(low, high - 1, ok) or 0
+    return largest_fitting(low, high - 1, ok) or 0
 
 
 class _Packer:
@@ -343,7 +330,7 @@ def render_digests(
             if fits(message):
                 return end, message
             # The count was off (fits looks at more than size): the rest opens the next digest.
-            kept = _largest(1, end - start - 1, lambda k: fits(render(start, start + k)))
+            kept = largest_fitting(1, end - start - 1, lambda k: fits(render(start, start + k)))
             if kept:
                 return start + kept, render(start, start + kept)
         return start + 1, _render_shortened(alerts[start], keyword, mentions, fits)
@@ -371,7 +358,7 @@ def _render_shortened(
 
         if fits(render(longest)):
             return render(longest)
-        kept = _largest(0, longest, lambda n, render=render: fits(render(n)))
+        kept = largest_fitting(0, longest, lambda n, render=render: fits(render(n)))
         if kept is not None:
             return render(kept)
     raise ValueError(

@@ -38,11 +38,10 @@ def utf8_tail(text: str, max_bytes: int) -> str:
     return data[-max_bytes:].decode("utf-8", errors="ignore")
 
 
-def _largest_fitting(limit: int, fits: Callable[[int], bool]) -> int | None:
-    """Largest n in [0, limit] with fits(n), assuming fits is monotone; None if not even 0 fits."""
-    if not fits(0):
+def largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
+    """Largest n in [low, high] with fits(n), fits being true up to some n; None if not fits(low)."""
+    if not fits(low):
         return None
-    low, high = 0, limit
     while low < high:
         mid = (low + high + 1) // 2
         if fits(mid):
@@ -129,13 +128,13 @@ def render_markdown(
 
     # Keep the traceback's tail (where it was raised), as much of it as fits.
     tb_bytes = len(traceback.encode("utf-8"))
-    kept = _largest_fitting(tb_bytes, lambda n: fits(build(message_text, _cut_tail(traceback, n))))
+    kept = largest_fitting(0, tb_bytes, lambda n: fits(build(message_text, _cut_tail(traceback, n))))
     if kept is not None:
         return build(message_text, _cut_tail(traceback, kept))
 
     # Not even the whole message fits without a traceback: keep its head.
     msg_bytes = len(message_text.encode("utf-8"))
-    kept = _largest_fitting(msg_bytes, lambda n: fits(build(_cut_head(message_text, n), "")))
+    kept = largest_fitting(0, msg_bytes, lambda n: fits(build(_cut_head(message_text, n), "")))
     return build(_cut_head(message_text, kept or 0), "")
 
 

@@ -124,3 +124,29 @@ def test_sensitive_values_are_hidden_where_airflow_hides_secrets(monkeypatch):
 
     assert shown["bot_url"] == shown["secret"] == "< hidden >"
     assert shown["at_all"] == "False"
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("RATE_LIMIT", "0", "[dingbot] rate_limit must be greater than 0"),
+        ("OUTBOX_POLL_INTERVAL", "never", "[dingbot] outbox_poll_interval must be a number"),
+        ("OUTBOX_LEASE", "-5", "[dingbot] outbox_lease must be greater than 0"),
+    ],
+)
+def test_bad_outbox_settings_name_the_option(monkeypatch, key, value, message):
+    monkeypatch.setenv(f"AIRFLOW__DINGBOT__{key}", value)
+
+    with pytest.raises(ConfigError) as caught:
+        config.load_delivery_schedule()
+
+    assert message in str(caught.value)
+
+
+def test_outbox_schedule_is_read(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DINGBOT__RATE_LIMIT", "15")
+    monkeypatch.setenv("AIRFLOW__DINGBOT__OUTBOX_PURGE_AFTER_DAYS", "0.5")
+
+    schedule = config.load_delivery_schedule()
+
+    assert (schedule.rate_limit, schedule.pacing_s, schedule.purge_after_s) == (15, 4.0, 43200.0)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from airflow_ext.alert import Alert, clean_text
-from airflow_ext.render import MAX_TITLE_CHARS, RenderedMessage, largest_fitting, utf8_head
+from airflow_ext.render import RenderedMessage, finish_title, largest_fitting, utf8_head
 
 #: Between markdown blocks (heading, counts, a group's line, a group's list, mentions).
 BLOCK_SEP = "\n\n"
@@ -78,12 +78,7 @@ def _plural(n: int, one: str, many: str) -> str:
 
 
 def _title(n: int, keyword: str | None) -> str:
-    title = f"Airflow: {n} task {_plural(n, 'failure', 'failures')}"
-    if keyword and keyword not in title:  # keyword security: the robot refuses messages without it
-        title = f"[{keyword}] {title}"
-    if len(title) > MAX_TITLE_CHARS:
-        title = title[: MAX_TITLE_CHARS - 1] + "…"
-    return title
+    return finish_title(f"Airflow: {n} task {_plural(n, 'failure', 'failures')}", keyword)
 
 
 def _heading(n: int, all_retries: bool, keyword: str | None) -> str:

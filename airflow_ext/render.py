@@ -51,15 +51,18 @@ def largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int | N
     return low
 
 
-def render_title(alert: Alert, keyword: str | None = None) -> str:
-    what = "retry" if alert.is_retry else "failed"
-    ids = f"{alert.dag_id}.{alert.task_id}"
-    title = f"Airflow {what}: {ids}"
+def finish_title(title: str, keyword: str | None) -> str:
+    """``title`` carrying the keyword (first, so a cut keeps it), at most MAX_TITLE_CHARS long."""
     if keyword and keyword not in title:  # keyword security: the robot refuses messages without it
         title = f"[{keyword}] {title}"
     if len(title) > MAX_TITLE_CHARS:
         title = title[: MAX_TITLE_CHARS - 1] + "…"
     return title
+
+
+def render_title(alert: Alert, keyword: str | None = None) -> str:
+    what = "retry" if alert.is_retry else "failed"
+    return finish_title(f"Airflow {what}: {alert.dag_id}.{alert.task_id}", keyword)
 
 
 def _header(alert: Alert, keyword: str | None) -> str:

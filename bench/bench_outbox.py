@@ -205,14 +205,14 @@ def robot_env(robot, secret: str, **extra: str) -> dict[str, str]:
     }
 
 
-def postgres_database(envs) -> str | None:
-    name = f"dingbot_bench_{secrets.token_hex(6)}"
-    result = subprocess.run(
+def _database(envs, action: str, name: str) -> subprocess.CompletedProcess:
+    """Create or drop a PostgreSQL database through the worker (the driver has no driver library)."""
+    return subprocess.run(
         [
             str(fp.venv_python(envs[PATCHED])),
             str(OUTBOX_WORKER),
             "database",
-            "create",
+            action,
             "--admin-url",
             POSTGRES_ADMIN_URL,
             "--name",
@@ -222,6 +222,11 @@ def postgres_database(envs) -> str | None:
         capture_output=True,
         text=True,
     )
+
+
+def postgres_database(envs) -> str | None:
+    name = f"dingbot_bench_{secrets.token_hex(6)}"
+    result = _database(envs, "create", name)
     if result.returncode != 0:
         progress(f"PostgreSQL is not usable, its figures are left out:\n{fp.tail(result.stderr, 3)}")
         return None
@@ -230,21 +235,7 @@ def postgres_database(envs) -> str | None:
 
 
 def drop_postgres_database(envs, name: str) -> None:
-    result = subprocess.run(
-        [
-            str(fp.venv_python(envs[PATCHED])),
-            str(OUTBOX_WORKER),
-            "database",
-            "drop",
-            "--admin-url",
-            POSTGRES_ADMIN_URL,
-            "--name",
-            name,
-        ],
-        env=fp.airflow_env(envs[PATCHED], home=None),
-        capture_output=True,
-        text=True,
-    )
+    result = _database(envs, "drop", name)
     if result.returncode != 0:
         progress(f"could not drop the PostgreSQL database {name}:\n{fp.tail(result.stderr, 3)}")
     else:

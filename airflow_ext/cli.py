@@ -1,4 +1,4 @@
-"""The ``airflow-ext`` command line: patch apply/check/revert, send-test, fake-robot."""
+"""The ``airflow-ext`` command line: patch, check, send-test, deliver, outbox, fake-robot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from airflow_ext.errors import DingbotError
+from airflow_ext.errors import ConfigError, DingbotError
 
 
 def _cmd_patch(args: argparse.Namespace) -> int:
@@ -26,6 +26,29 @@ def _cmd_send_test(args: argparse.Namespace) -> int:
     from airflow_ext.dingbot import send_test_alert
 
     print(send_test_alert())
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from airflow_ext import checks
+
+    try:
+        from airflow.configuration import conf
+    except Exception as err:  # a malformed airflow.cfg: Airflow itself cannot start either
+        raise ConfigError(f"cannot read the Airflow configuration: {type(err).__name__}: {err}") from None
+    problems = checks.find_problems(conf)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(
+            f"airflow-ext check: {len(problems)} configuration "
+            f"{'problem' if len(problems) == 1 else 'problems'}",
+            file=sys.stderr,
+        )
+        return 1
+    print(checks.summary())
+    if args.send:
+        return _cmd_send_test(args)
     return 0
 
 
@@ -101,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "revert: restore the original files byte for byte",
     )
     patch.set_defaults(func=_cmd_patch)
+
+    check = commands.add_parser(
+        "check",
+        help="validate [dingbot] and [dingding] offline: one line per problem naming the option; "
+        "exit 1 if there is any",
+    )
+    check.add_argument("--send", action="store_true", help="then send a test alert, as send-test does")
+    check.set_defaults(func=_cmd_check)
 
     send_test = commands.add_parser(
         "send-test", help="send a test alert through [dingbot] ding_bot_backend and print the robot's answer"

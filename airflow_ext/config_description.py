@@ -94,6 +94,16 @@ CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
                 example="13800000000,13900000000",
             ),
             "at_all": _option("Whether every alert @mentions the whole group.\n", "boolean", "False"),
+            "message_template": _option(
+                "Jinja template for the markdown text of a single alert, rendered in Jinja's sandbox; "
+                "empty for the built-in layout. Variables: header, error, traceback, log_link (markdown "
+                "blocks) and alert (dag_id, task_id, run_id, map_index, try_number, attempts, outcome, "
+                "kind, logical_date, hostname, log_url, exception_type, occurred_at). Text from the task "
+                "is escaped and never evaluated. The configured mentions and keyword are always added.\n",
+                "string",
+                "",
+                example="{{ header }}  Runbook: https://wiki.example/runbooks/{{ alert.dag_id }}",
+            ),
             "keyword": _option(
                 "Keyword the robot's keyword security requires; every message carries it.\n",
                 "string",

@@ -40,7 +40,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from airflow_ext.alert import Alert, clean_text
-from airflow_ext.render import RenderedMessage, finish_title, largest_fitting, utf8_head
+from airflow_ext.render import (
+    RenderedMessage,
+    escape_markdown,
+    finish_title,
+    largest_fitting,
+    link_target,
+    mentions,
+    utf8_head,
+)
 
 #: Between markdown blocks (heading, counts, a group's line, a group's list, mentions).
 BLOCK_SEP = "\n\n"
@@ -100,11 +108,6 @@ def _group_line(dag: str, run: str) -> str:
     return f"**{dag}** · run {run}"
 
 
-def _mentions(at_mobiles: Sequence[str]) -> str:
-    # DingTalk pings a number only when "@<mobile>" is in the text too
-    return " ".join(f"@{mobile}" for mobile in at_mobiles)
-
-
 @dataclass(frozen=True)
 class _Entry:
     """An alert as shown: its (possibly cut) DAG and run, and its list line."""
@@ -128,8 +131,8 @@ def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = T
     def shown(value: str) -> str:
         value = clean_text(value)
         if max_id_bytes is None or len(value.encode("utf-8")) <= max_id_bytes:
-            return value
-        return utf8_head(value, max_id_bytes) + CUT
+            return escape_markdown(value)
+        return escape_markdown(utf8_head(value, max_id_bytes)) + CUT
 
     task = shown(alert.task_id)
     if alert.map_index >= 0:
@@ -142,11 +145,11 @@ def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = T
     if alert.exception_type:
         fields.append(shown(alert.exception_type))
     if with_log_url and alert.log_url:
-        fields.append(f"[log]({short_log_url(clean_text(alert.log_url))})")
+        fields.append(f"[log]({short_log_url(link_target(alert.log_url))})")
     return _Entry(alert, shown(alert.dag_id), shown(alert.run_id), "- " + FIELD_SEP.join(fields))
 
 
-def _render(entries: Sequence[_Entry], keyword: str | None, mentions: str) -> RenderedMessage:
+def _render(entries: Sequence[_Entry], keyword: str | None, mention_line: str) -> RenderedMessage:
     groups: dict[tuple[str, str], list[str]] = {}
     counts: dict[str, int] = {}
     for entry in entries:
@@ -160,8 +163,8 @@ def _render(entries: Sequence[_Entry], keyword: str | None, mentions: str) -> Re
     for (dag, run), lines in groups.items():
         blocks.append(_group_line(dag, run))
         blocks.append(ENTRY_SEP.join(lines))
-    if mentions:
-        blocks.append(mentions)
+    if mention_line:
+        blocks.append(mention_line)
     return RenderedMessage(_title(len(entries), keyword), BLOCK_SEP.join(blocks))
 
 
@@ -184,10 +187,10 @@ def _budget(fits: Callable[[RenderedMessage], bool]) -> int:
 class _Packer:
     """The exact encoded size of a growing digest, updated per entry in O(1)."""
 
-    def __init__(self, keyword: str | None, mentions: str) -> None:
+    def __init__(self, keyword: str | None, mention_line: str) -> None:
         self.keyword = keyword
-        self.mentions_size = _json_size(mentions) if mentions else 0
-        self.fixed_blocks = 3 if mentions else 2  # heading, counts line, mentions
+        self.mentions_size = _json_size(mention_line) if mention_line else 0
+        self.fixed_blocks = 3 if mention_line else 2  # heading, counts line, mention_line
         self.block_sep = _json_size(BLOCK_SEP)
         self.entry_sep = _json_size(ENTRY_SEP)
         self.field_sep = _json_size(FIELD_SEP)
@@ -289,9 +292,9 @@ def render_digests(
     """
     if max_messages is not None and max_messages < 0:
         raise ValueError(f"max_messages must be 0 or more, got {max_messages}")
-    mentions = _mentions(at_mobiles)
+    mention_line = mentions(at_mobiles)
     budget = _budget(fits) if alerts else -1
-    packer = _Packer(keyword, mentions)
+    packer = _Packer(keyword, mention_line)
     entries: list[_Entry] = []
     entry_sizes: list[int] = []
     digests: list[Digest] = []
@@ -304,7 +307,7 @@ def render_digests(
         return index
 
     def render(start: int, end: int) -> RenderedMessage:
-        return _render(entries[start:end], keyword, mentions)
+        return _render(entries[start:end], keyword, mention_line)
 
     def packed_end(start: int) -> int:
         """End of the longest run of alerts from ``start`` whose digest is counted to fit."""
@@ -328,7 +331,7 @@ def render_digests(
             kept = largest_fitting(1, end - start - 1, lambda k: fits(render(start, start + k)))
             if kept:
                 return start + kept, render(start, start + kept)
-        return start + 1, _render_shortened(alerts[start], keyword, mentions, fits)
+        return start + 1, _render_shortened(alerts[start], keyword, mention_line, fits)
 
     start = 0
     while start < len(alerts) and (max_messages is None or len(digests) < max_messages):
@@ -339,7 +342,7 @@ def render_digests(
 
 
 def _render_shortened(
-    alert: Alert, keyword: str | None, mentions: str, fits: Callable[[RenderedMessage], bool]
+    alert: Alert, keyword: str | None, mention_line: str, fits: Callable[[RenderedMessage], bool]
 ) -> RenderedMessage:
     """A digest of ``alert`` alone, its ids cut as little as needed to fit."""
     longest = max(
@@ -349,7 +352,7 @@ def _render_shortened(
     for with_log_url in (True, False) if alert.log_url else (False,):
 
         def render(max_id_bytes: int, with_log_url: bool = with_log_url) -> RenderedMessage:
-            return _render([_entry(alert, max_id_bytes, with_log_url)], keyword, mentions)
+            return _render([_entry(alert, max_id_bytes, with_log_url)], keyword, mention_line)
 
         if fits(render(longest)):
             return render(longest)

@@ -9,6 +9,7 @@ from typing import Any
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.channels.dingtalk import THROTTLED_ERRCODES
 from airflow_ext.errors import ConfigError, DeliveryError
+from airflow_ext.problems import report_once
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ def _send(alert: Alert) -> None:
         backend = config.load_backend()
         deadline_s = config.load_retry_policy().deadline_s
         result = run_within(lambda: backend(alert), deadline_s)
-    except ConfigError as err:
+    except ConfigError as err:  # the same for every failure in this process: one line is enough
         Stats.incr("dingbot.alert.failed")
-        log.error("%s not sent: %s", what, err)
+        report_once(log, "DingTalk alerts are not sent", str(err))
     except DeliveryError as err:
         Stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
         log.error("%s not delivered after %.1f s: %s", what, time.monotonic() - started, err)

@@ -8,15 +8,46 @@ exception message loses its end.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from airflow_ext.alert import Alert
+from airflow_ext.alert import Alert, clean_text
+
+if TYPE_CHECKING:
+    from airflow_ext.template import MessageTemplate
 
 TRUNCATED = "… [truncated]"
 #: Notification titles are shown in one line on a phone; ids are cut with "…" beyond this.
 MAX_TITLE_CHARS = 120
+
+
+#: Characters that make structure in DingTalk markdown: links and images ([ ]), emphasis and code
+#: (* ` ~), headings (#), quotes and HTML (< >), tables (|) and the escape itself.
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*\[\]<>#|~])")
+#: At the start of a line these make lists (- + 1.) or, under a line, a heading (= -).
+_LINE_START_MARK = re.compile(r"^(\s*)([-+=])", re.M)
+_LINE_START_NUMBER = re.compile(r"^(\s*\d+)([.)])", re.M)
+#: U+2060 WORD JOINER: invisible, yet "@\u206013800000000" is no longer "@13800000000", which pings.
+_UNMENTION = "@\u2060"
+
+
+def escape_markdown(text: str) -> str:
+    """Text from a task (ids, exception, traceback) shown as written, whatever it holds.
+
+    Nothing in it takes effect: no link, image, heading, quote, HTML tag, and no mention (only
+    the configured ``at_mobiles`` ping anyone). Backslash escapes are CommonMark's; ``@`` is
+    followed by an invisible word joiner, because DingTalk matches ``@<mobile>`` literally.
+    """
+    text = _MARKDOWN_ACTIVE.sub(r"\\\1", clean_text(text))
+    text = _LINE_START_NUMBER.sub(r"\1\\\2", _LINE_START_MARK.sub(r"\1\\\2", text))
+    return text.replace("@", _UNMENTION)
+
+
+def unescape_markdown(text: str) -> str:
+    """The text :func:`escape_markdown` was given (after :func:`clean_text`)."""
+    return re.sub(r"\\(.)", r"\1", text.replace(_UNMENTION, "@"), flags=re.S)
 
 
 @dataclass(frozen=True)
@@ -68,44 +99,71 @@ def render_title(alert: Alert, keyword: str | None = None) -> str:
 def _header(alert: Alert, keyword: str | None) -> str:
     if alert.is_retry:
         heading = "🟠 Airflow task failed, will retry"
-        outcome = "will retry"
     else:
         heading = "🔴 Airflow task failed"
-        outcome = "final failure"
     if keyword and keyword not in heading:
         heading = f"{heading} · {keyword}"
-    task = alert.task_id if alert.map_index < 0 else f"{alert.task_id} [map index {alert.map_index}]"
+    task = escape_markdown(alert.task_id)
+    if alert.map_index >= 0:
+        task = f"{task} [map index {alert.map_index}]"
     lines = [
         f"#### {heading}",
-        f"**DAG:** {alert.dag_id}",
+        f"**DAG:** {escape_markdown(alert.dag_id)}",
         f"**Task:** {task}",
-        f"**Run:** {alert.run_id}",
+        f"**Run:** {escape_markdown(alert.run_id)}",
     ]
     if alert.logical_date:
-        lines.append(f"**Logical date:** {alert.logical_date}")
-    lines.append(f"**Try:** {alert.try_number} of {alert.attempts_allowed} ({outcome})")
+        lines.append(f"**Logical date:** {escape_markdown(alert.logical_date)}")
+    lines.append(f"**Try:** {alert.try_number} of {alert.attempts_allowed} ({outcome_words(alert)})")
     if alert.hostname:
-        lines.append(f"**Host:** {alert.hostname}")
+        lines.append(f"**Host:** {escape_markdown(alert.hostname)}")
     return "  \n".join(lines)
 
 
+def outcome_words(alert: Alert) -> str:
+    return "will retry" if alert.is_retry else "final failure"
+
+
 def _error_line(alert: Alert, message: str) -> str:
+    """``message`` is already escaped; its own line breaks stay line breaks."""
+    message = "  \n".join(message.split("\n"))  # only \n: other separators are shown as they are
     if alert.exception_type:
-        return f"**{alert.exception_type}:** {message}" if message else f"**{alert.exception_type}**"
+        exception_type = escape_markdown(alert.exception_type)
+        return f"**{exception_type}:** {message}" if message else f"**{exception_type}**"
     return f"**Error:** {message}" if message else ""
 
 
 def _quote(traceback: str) -> str:
-    return "  \n".join(f"> {line}" for line in traceback.splitlines())
+    """``traceback`` is already escaped."""
+    return "  \n".join(f"> {line}" for line in traceback.split("\n"))
 
 
-def _footer(alert: Alert, at_mobiles: Sequence[str]) -> str:
-    parts = []
-    if alert.log_url:
-        parts.append(f"[Open the task log]({alert.log_url})")
-    if at_mobiles:  # DingTalk pings a number only when "@<mobile>" is in the text too
-        parts.append(" ".join(f"@{mobile}" for mobile in at_mobiles))
-    return "\n\n".join(parts)
+def link_target(url: str) -> str:
+    """A URL that cannot end the markdown link early: spaces and parentheses percent-encoded."""
+    return clean_text(url).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+def log_link(alert: Alert) -> str:
+    return f"[Open the task log]({link_target(alert.log_url)})" if alert.log_url else ""
+
+
+def mentions(at_mobiles: Sequence[str]) -> str:
+    # DingTalk pings a number only when "@<mobile>" is in the text too
+    return " ".join(f"@{mobile}" for mobile in at_mobiles)
+
+
+def _cut_tail(text: str, max_bytes: int) -> str:
+    """The escaped tail of ``text`` within ``max_bytes`` (of the raw text), marked when cut."""
+    if max_bytes >= len(text.encode("utf-8")):
+        return escape_markdown(text)
+    return TRUNCATED + "\n" + escape_markdown(utf8_tail(text, max_bytes)) if max_bytes > 0 else ""
+
+
+def _cut_head(text: str, max_bytes: int) -> str:
+    """The escaped head of ``text`` within ``max_bytes`` (of the raw text), marked when cut."""
+    if max_bytes >= len(text.encode("utf-8")):
+        return escape_markdown(text)
+    return escape_markdown(utf8_head(text, max_bytes)) + TRUNCATED if max_bytes > 0 else TRUNCATED
 
 
 def render_markdown(
@@ -114,40 +172,63 @@ def render_markdown(
     keyword: str | None = None,
     at_mobiles: Sequence[str] = (),
     fits: Callable[[RenderedMessage], bool] = lambda message: True,
+    template: MessageTemplate | None = None,
 ) -> RenderedMessage:
-    """Render ``alert``; ``fits`` says whether a candidate message is within the channel's limits."""
+    """Render ``alert``; ``fits`` says whether a candidate message is within the channel's limits.
+
+    Text from the task is cut first, then escaped (an escape is never cut in half), so what is
+    shown is always a prefix of the exception message and a suffix of the traceback. With a
+    ``template`` (``[dingding] message_template``) the operator's layout replaces the built-in
+    one; the configured mentions and the keyword are still added.
+    """
     title = render_title(alert, keyword)
-    header, footer = _header(alert, keyword), _footer(alert, at_mobiles)
-    message_text = alert.exception_message or ""
+    header = _header(alert, keyword)
+    footer_mentions = mentions(at_mobiles)
+    message_text = (alert.exception_message or "").rstrip("\n")  # a trailing newline shows nothing
     traceback = alert.traceback or ""
 
     def build(message: str, tb: str) -> RenderedMessage:
-        blocks = [header, _error_line(alert, message), _quote(tb) if tb else "", footer]
+        error, quoted = _error_line(alert, message), _quote(tb) if tb else ""
+        if template is not None:
+            body = template.render(
+                alert, header=header, error=error, traceback=quoted, log_link=log_link(alert)
+            )
+            if keyword and keyword not in body:
+                body = f"{keyword} · {body}"
+            blocks = [body, footer_mentions]
+        else:
+            blocks = [header, error, quoted, log_link(alert), footer_mentions]
         return RenderedMessage(title, "\n\n".join(block for block in blocks if block))
 
-    full = build(message_text, traceback)
+    full = build(escape_markdown(message_text), escape_markdown(traceback))
     if fits(full):
         return full
 
     # Keep the traceback's tail (where it was raised), as much of it as fits.
     tb_bytes = len(traceback.encode("utf-8"))
-    kept = largest_fitting(0, tb_bytes, lambda n: fits(build(message_text, _cut_tail(traceback, n))))
+    message_whole = escape_markdown(message_text)
+    kept = largest_fitting(0, tb_bytes, lambda n: fits(build(message_whole, _cut_tail(traceback, n))))
     if kept is not None:
-        return build(message_text, _cut_tail(traceback, kept))
+        return build(message_whole, _cut_tail(traceback, kept))
 
     # Not even the whole message fits without a traceback: keep its head.
     msg_bytes = len(message_text.encode("utf-8"))
     kept = largest_fitting(0, msg_bytes, lambda n: fits(build(_cut_head(message_text, n), "")))
-    return build(_cut_head(message_text, kept or 0), "")
+    if kept is not None:
+        return build(_cut_head(message_text, kept), "")
+    # Only an operator's template can be this long on its own: keep the head of what it made.
+    return _cut_to_fit(build(TRUNCATED, ""), footer_mentions, fits)
 
 
-def _cut_tail(text: str, max_bytes: int) -> str:
-    if max_bytes >= len(text.encode("utf-8")):
-        return text
-    return TRUNCATED + "\n" + utf8_tail(text, max_bytes) if max_bytes > 0 else ""
+def _cut_to_fit(
+    message: RenderedMessage, footer: str, fits: Callable[[RenderedMessage], bool]
+) -> RenderedMessage:
+    body = (message.text[: len(message.text) - len(footer)] if footer else message.text).rstrip()
 
+    def cut(n: int) -> RenderedMessage:
+        return RenderedMessage(
+            message.title, "\n\n".join(p for p in (utf8_head(body, n) + TRUNCATED, footer) if p)
+        )
 
-def _cut_head(text: str, max_bytes: int) -> str:
-    if max_bytes >= len(text.encode("utf-8")):
-        return text
-    return utf8_head(text, max_bytes) + TRUNCATED if max_bytes > 0 else TRUNCATED
+    kept = largest_fitting(0, len(body.encode("utf-8")), lambda n: fits(cut(n)))
+    return cut(kept or 0)

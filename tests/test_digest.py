@@ -14,7 +14,7 @@ from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.channels.dingtalk import MAX_BODY_BYTES, DingTalkRobot, encode_body
 from airflow_ext.config import DingTalkSettings
 from airflow_ext.digest import CUT, Digest, digest_msg_uuid, render_digests, short_log_url
-from airflow_ext.render import RenderedMessage
+from airflow_ext.render import RenderedMessage, escape_markdown
 from tests.test_render import make_alert
 
 DAGS = ("orders_daily", "billing", "customer_sync", "warehouse_export", "ml_feature_build")
@@ -83,7 +83,9 @@ def parsed_counts(digest: Digest) -> Counter:
 def entry_line(alert: Alert) -> str:
     map_part = f" [map index {alert.map_index}]" if alert.map_index >= 0 else ""
     marker = "will retry" if alert.is_retry else "failed"
-    return f"- {alert.task_id}{map_part} · try {alert.try_number} of {alert.attempts_allowed} · {marker}"
+    # ids are shown escaped: whatever they hold, it shows as written and takes no effect
+    attempt = f"try {alert.try_number} of {alert.attempts_allowed}"
+    return f"- {escape_markdown(alert.task_id)}{map_part} · {attempt} · {marker}"
 
 
 def test_1000_alerts_pack_into_few_full_digests_within_the_body_limit():

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -21,8 +22,12 @@ import requests
 
 from airflow_ext.alert import Alert
 from airflow_ext.config import DingTalkSettings
-from airflow_ext.errors import DeliveryError
+from airflow_ext.errors import ConfigError, DeliveryError
+from airflow_ext.problems import report_once
 from airflow_ext.render import RenderedMessage, render_markdown
+from airflow_ext.template import MessageTemplate
+
+log = logging.getLogger(__name__)
 
 #: DingTalk refuses request bodies larger than this (bytes of the UTF-8 JSON body, not characters).
 MAX_BODY_BYTES = 20_000
@@ -63,6 +68,21 @@ def is_retryable_http_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
+def _network_cause(err: BaseException) -> str:
+    """What the system said about a failed request ("Connection refused"), or the exception's type.
+
+    Never the exception's own text: requests and urllib3 put the URL, and so the token, into it.
+    """
+    cause: BaseException | None = err
+    for _ in range(10):  # a cause chain is short; this also ends a cyclic one
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and not isinstance(cause, requests.RequestException) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return type(err).__name__
+
+
 _session: requests.Session | None = None
 _session_pid: int | None = None
 _session_lock = threading.Lock()
@@ -91,6 +111,8 @@ class DingTalkRobot:
     def __init__(self, settings: DingTalkSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
         self._session = session or shared_session()
+        self._template: MessageTemplate | None = None
+        self._template_failed = False
 
     def payload(self, message: RenderedMessage, msg_uuid: str | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -119,10 +141,40 @@ class DingTalkRobot:
 
     def body_for(self, alert: Alert) -> bytes:
         """The JSON body for ``alert``: at most MAX_BODY_BYTES, carrying the keyword and the mentions."""
-        message = render_markdown(
-            alert, keyword=self.settings.keyword, at_mobiles=self.settings.at_mobiles, fits=self.fits
+        return encode_body(self.payload(self.render(alert), self.msg_uuid_for(alert)))
+
+    def render(self, alert: Alert) -> RenderedMessage:
+        """The alert as a message, in the operator's layout if one is set and works, else the built-in.
+
+        A broken ``[dingding] message_template`` never costs an alert: it is logged once per
+        process and the built-in layout is sent instead.
+        """
+        template = self._message_template()
+        if template is not None:
+            try:
+                return self._render(alert, template)
+            except ConfigError as err:
+                self._template_failed = True
+                report_once(log, "DingTalk alerts use the built-in layout", str(err))
+        return self._render(alert, None)
+
+    def _render(self, alert: Alert, template: MessageTemplate | None) -> RenderedMessage:
+        return render_markdown(
+            alert,
+            keyword=self.settings.keyword,
+            at_mobiles=self.settings.at_mobiles,
+            fits=self.fits,
+            template=template,
         )
-        return encode_body(self.payload(message, self.msg_uuid_for(alert)))
+
+    def _message_template(self) -> MessageTemplate | None:
+        if self._template is None and self.settings.message_template and not self._template_failed:
+            try:
+                self._template = MessageTemplate(self.settings.message_template)
+            except ConfigError as err:
+                self._template_failed = True
+                report_once(log, "DingTalk alerts use the built-in layout", str(err))
+        return self._template
 
     def _signed_url(self) -> str:
         url = self.settings.bot_url
@@ -147,7 +199,7 @@ class DingTalkRobot:
         except requests.Timeout:
             raise DeliveryError("the robot did not answer in time", retryable=True) from None
         except requests.RequestException as err:
-            raise DeliveryError(f"cannot reach the robot ({type(err).__name__})", retryable=True) from None
+            raise DeliveryError(f"cannot reach the robot ({_network_cause(err)})", retryable=True) from None
 
         if response.status_code != 200:
             raise DeliveryError(
@@ -165,7 +217,12 @@ class DingTalkRobot:
         errmsg = str(answer.get("errmsg", ""))
         if errcode != 0:
             retryable = is_retryable_errcode(errcode)
-            hint = "throttled or busy" if retryable else PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
+            if errcode in THROTTLED_ERRCODES:
+                hint = f"throttled: more than {RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
+            elif retryable:
+                hint = "DingTalk is busy"
+            else:
+                hint = PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
             raise DeliveryError(
                 f"the robot refused the message: errcode={errcode} errmsg={errmsg!r} ({hint})",
                 retryable=retryable,

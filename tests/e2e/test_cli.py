@@ -66,13 +66,15 @@ def test_custom_backend_end_to_end(airflow, robot, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "backend, logged",
+    "backend, logged, times",
     [
-        ("custom_backend.explode", "not sent: the backend custom_backend.explode raised"),
-        ("no.such.backend", "not sent: [dingbot] ding_bot_backend: cannot import 'no.such.backend'"),
+        # a backend's own failure is logged with each alert it fails (its traceback helps its author)
+        ("custom_backend.explode", "not sent: the backend custom_backend.explode raised", 2),
+        # a configuration problem is the same for every alert: logged once per process
+        ("no.such.backend", "not sent: [dingbot] ding_bot_backend: cannot import 'no.such.backend'", 1),
     ],
 )
-def test_broken_backend_changes_no_state_and_no_callback(airflow, tmp_path, backend, logged):
+def test_broken_backend_changes_no_state_and_no_callback(airflow, tmp_path, backend, logged, times):
     callbacks = tmp_path / "callbacks.txt"
     result = airflow(
         ["dags", "test", "dingbot_callbacks"],
@@ -83,4 +85,78 @@ def test_broken_backend_changes_no_state_and_no_callback(airflow, tmp_path, back
     # The same transitions and callbacks as unpatched Airflow: retry, then failure.
     assert "Marking task as UP_FOR_RETRY" in output and "Marking task as FAILED" in output
     assert callbacks.read_text().splitlines() == ["fails try 1 up_for_retry", "fails try 2 failed"]
-    assert output.count(logged) == 2, output[-3000:]  # once per alert: the retry, the final failure
+    assert output.count(logged) == times, output[-3000:]
+
+
+def airflow_ext(airflow_base_env, extra, *args):
+    env = dict(airflow_base_env)
+    env.update(extra)
+    return run([str(BIN / "airflow-ext"), *args], env, timeout=120)
+
+
+def test_check_passes_a_good_configuration_and_sends_with_send(airflow_base_env, robot):
+    result = airflow_ext(airflow_base_env, robot_env(robot), "check", "--send")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("configuration OK: backend airflow_ext.dingbot.dingbot_msg_sender")
+    assert "signed" in result.stdout and "keyword 'Airflow'" in result.stdout
+    assert len(robot.messages) == 1
+    assert_no_secret(result.stdout, result.stderr)
+
+
+def test_check_lists_every_problem_and_sends_nothing(airflow_base_env, robot):
+    bad = robot_env(
+        robot,
+        AIRFLOW__DINGBOT__DING_BOT_BACKEND="airflow_ext.dingbot.dingbot_msg_sendr",
+        AIRFLOW__DINGBOT__RATE_LIMIT="0",
+        AIRFLOW__DINGDING__SECRET="not-a-signing-secret",
+        AIRFLOW__DINGDING__AT_MOBILES="13800000000,boss",
+        AIRFLOW__DINGDING__MESSAGE_TEMPLATE="{{ header }",
+        AIRFLOW__DINGDING__KEYWRD="Airflow",
+    )
+
+    result = airflow_ext(airflow_base_env, bad, "check", "--send")
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "airflow-ext check: 6 configuration problems"
+    assert sorted(line.split(" ")[1].rstrip(":") for line in lines[:-1]) == [
+        "at_mobiles",
+        "ding_bot_backend",
+        "keywrd",
+        "message_template",
+        "rate_limit",
+        "secret",
+    ]
+    assert "did you mean keyword?" in result.stderr
+    assert robot.requests == [], "--send sends nothing while the configuration has problems"
+    assert_no_secret(result.stdout, result.stderr)
+
+
+def test_check_explains_a_jinja_percent_in_airflow_cfg(airflow_base_env, robot, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "airflow.cfg").write_text(
+        "[dingding]\nmessage_template = {% if alert.kind == 'retry' %}again{% endif %} {{ header }}\n"
+    )
+    env = {**robot_env(robot), "AIRFLOW_HOME": str(home)}
+
+    result = airflow_ext(airflow_base_env, env, "check")
+
+    assert result.returncode == 1
+    assert "[dingding] message_template cannot be read (InterpolationSyntaxError)" in result.stderr
+    assert "{%% ... %%}" in result.stderr
+
+    (home / "airflow.cfg").write_text(
+        "[dingding]\nmessage_template = {%% if alert.kind == 'retry' %%}again{%% endif %%} {{ header }}\n"
+    )
+    assert airflow_ext(airflow_base_env, env, "check").returncode == 0
+
+
+def test_airflow_config_list_hides_the_webhook_and_the_secret(airflow, robot):
+    result = airflow(["config", "list", "--section", "dingding"], robot_env(robot))
+
+    assert result.returncode == 0, result.stderr
+    assert "bot_url = < hidden >" in result.stdout and "secret = < hidden >" in result.stdout
+    assert "keyword = Airflow" in result.stdout  # only sensitive options are hidden
+    assert_no_secret(result.stdout, result.stderr)

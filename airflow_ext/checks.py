@@ -1,0 +1,138 @@
+"""``airflow-ext check``: every configuration problem, one line each, found without sending anything.
+
+Each check reads one option through the same function the alert path uses (``airflow_ext.config``),
+so what the check accepts is exactly what failure handling accepts. The lines name the option and
+what is wrong with it, and never repeat a value that may hold a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from typing import Any, Callable
+
+from airflow_ext import config
+from airflow_ext.config_description import CONFIG_DESCRIPTION, DEFAULT_BACKEND
+from airflow_ext.errors import ConfigError
+
+#: Backends of this package that send to the ``[dingding]`` robot, so need it configured.
+DINGTALK_BACKENDS = frozenset({DEFAULT_BACKEND, "airflow_ext.dingbot.outbox_sender"})
+
+#: Airflow's own variants of a sensitive option: ``bot_url_cmd``, ``bot_url_secret``.
+_SENSITIVE_VARIANTS = ("_cmd", "_secret")
+
+
+def _known_options(section: str) -> set[str]:
+    options = CONFIG_DESCRIPTION[section]["options"]
+    known = set(options)
+    for key, description in options.items():
+        if description.get("sensitive"):
+            known.update(key + suffix for suffix in _SENSITIVE_VARIANTS)
+    return known
+
+
+def _set_options(conf: Any, section: str) -> dict[str, str]:
+    """Option names set for ``section`` in airflow.cfg or the environment, and where."""
+    found: dict[str, str] = {}
+    if conf.has_section(section):
+        for key in conf.options(section):  # the file's options; defaults live elsewhere in Airflow
+            found[key] = "airflow.cfg"
+    prefix = f"AIRFLOW__{section.upper()}__"
+    for name in os.environ:
+        if name.startswith(prefix):
+            found[name[len(prefix) :].lower()] = name
+    return found
+
+
+def unknown_option_problems(conf: Any) -> list[str]:
+    problems = []
+    for section in CONFIG_DESCRIPTION:
+        known = _known_options(section)
+        for key, where in sorted(_set_options(conf, section).items()):
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known options: {', '.join(sorted(known))}"
+            problems.append(f"[{section}] {key}: unknown option (set in {where}){hint}")
+    return problems
+
+
+def check_backend(conf: Any) -> None:
+    backend = config.load_backend(conf)
+    try:
+        inspect.signature(backend).bind(object())
+    except TypeError:
+        raise ConfigError(
+            f"[dingbot] ding_bot_backend: {config.backend_path(conf)!r} cannot be called with one "
+            "argument (the alert): backend(alert) -> result"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): the call itself will tell
+        pass
+
+
+def check_template(conf: Any) -> None:
+    """Compile the template and render a sample alert with it: unknown names show up here."""
+    from airflow_ext.channels.dingtalk import DingTalkRobot
+    from airflow_ext.dingbot import sample_alert
+    from airflow_ext.render import render_markdown
+    from airflow_ext.template import MessageTemplate
+
+    source = config.text_option(conf, "message_template")
+    if source:
+        template = MessageTemplate(source)
+        settings = config.DingTalkSettings(bot_url="http://robot.invalid/robot/send?access_token=x")
+        render_markdown(sample_alert(), template=template, fits=DingTalkRobot(settings).fits)
+
+
+def _checks(conf: Any) -> list[Callable[[Any], Any]]:
+    """The checks that apply to ``conf``; each raises ConfigError naming its option."""
+    checks: list[Callable[[Any], Any]] = [check_backend]
+    checks += [lambda conf, key=key: config.read_dingbot_number(conf, key) for key in config.DINGBOT_NUMBERS]
+    path = config.backend_path(conf)
+    try:
+        robot_set = bool(config.text_option(conf, "bot_url"))
+    except ConfigError:
+        robot_set = True  # set, but unreadable: its own check says why
+    if path in DINGTALK_BACKENDS or robot_set:  # a custom backend may not use the robot at all
+        checks += [
+            config.read_bot_url,
+            config.read_secret,
+            config.read_at_all,
+            config.read_at_mobiles,
+            check_template,
+        ]
+    return checks
+
+
+def find_problems(conf: Any = None) -> list[str]:
+    """Every configuration problem, one line each; empty when the configuration is usable."""
+    conf = conf or config._conf()
+    problems = unknown_option_problems(conf)
+    for check in _checks(conf):
+        try:
+            check(conf)
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems
+
+
+def summary(conf: Any = None) -> str:
+    """What the configuration will do, without any secret: for a check that found no problem."""
+    conf = conf or config._conf()
+    path = config.backend_path(conf)
+    parts = [f"backend {path}"]
+    if path in DINGTALK_BACKENDS:
+        from airflow_ext.channels.dingtalk import DingTalkRobot
+
+        settings = config.load_dingtalk_settings(conf)
+        parts += [
+            f"robot {DingTalkRobot(settings).key[:12]}",
+            "signed" if settings.secret else "not signed",
+            f"keyword {settings.keyword!r}" if settings.keyword else "no keyword",
+            f"{len(settings.at_mobiles)} mentions" + (" and @all" if settings.at_all else ""),
+            "own message template" if settings.message_template else "built-in layout",
+        ]
+    policy = config.load_retry_policy(conf)
+    parts.append(f"deadline {policy.deadline_s:g} s, {policy.max_attempts} attempts")
+    return "configuration OK: " + ", ".join(parts)

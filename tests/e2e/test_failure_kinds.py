@@ -30,7 +30,7 @@ from tests.conftest import (
     run,
 )
 from tests.e2e.test_storm_localexecutor import all_named, named_in, start, stop_all, tail
-from tests.outbox.conftest import POSTGRES_ADMIN_URL, _server_database
+from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = pytest.mark.e2e
 
@@ -197,17 +197,14 @@ def _scheduler_saw_end_of(scheduler_log: Path, states: dict[str, tuple[str, int]
 @pytest.fixture(scope="module")
 def scheduled_run(airflow_base_env, tmp_path_factory) -> ScheduledRun:
     """One run of the scheduled DAG by the real services; every test below reads its outcome."""
-    database_url, drop_database = _server_database(
-        POSTGRES_ADMIN_URL, "PostgreSQL", lambda db: POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
-    )
     tmp = tmp_path_factory.mktemp("failure-kinds")
-    engine = create_engine(database_url, poolclass=NullPool)
-    try:
-        with FakeRobot(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD) as robot:
-            yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
-    finally:
-        engine.dispose()
-        drop_database()
+    with postgres_metadata_database() as database_url:
+        engine = create_engine(database_url, poolclass=NullPool)
+        try:
+            with FakeRobot(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD) as robot:
+                yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
+        finally:
+            engine.dispose()
 
 
 def _run_scheduled(base_env, database_url, engine, robot, tmp: Path) -> ScheduledRun:

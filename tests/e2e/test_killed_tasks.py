@@ -44,7 +44,7 @@ from tests.conftest import (
     run,
 )
 from tests.e2e.test_storm_localexecutor import named_in, start, stop_all, tail
-from tests.outbox.conftest import POSTGRES_ADMIN_URL, _server_database
+from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = pytest.mark.e2e
 
@@ -256,13 +256,8 @@ def robot():
 @pytest.fixture(scope="module")
 def metadata_url():
     """An empty PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
-    url, drop = _server_database(
-        POSTGRES_ADMIN_URL, "PostgreSQL", lambda db: POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
-    )
-    try:
+    with postgres_metadata_database() as url:
         yield url
-    finally:
-        drop()
 
 
 def kill_leftover_tasks(pid_folder: Path) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import BIN, E2E_DAGS, ROBOT_SECRET, ROBOT_TOKEN, assert_no_secret, robot_env, run
-from tests.outbox.conftest import POSTGRES_ADMIN_URL, _server_database
+from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = pytest.mark.e2e
 
@@ -138,13 +138,8 @@ def tail(path: Path, chars: int = 3000) -> str:
 @pytest.fixture
 def postgres_metadata_url():
     """An empty PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
-    url, drop = _server_database(
-        POSTGRES_ADMIN_URL, "PostgreSQL", lambda db: POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
-    )
-    try:
+    with postgres_metadata_database() as url:
         yield url
-    finally:
-        drop()
 
 
 @pytest.fixture

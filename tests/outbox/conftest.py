@@ -7,6 +7,7 @@ database tests can never be skipped silently there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -45,6 +46,18 @@ def _server_database(admin_url: str, name: str, url_for) -> tuple[str, callable]
         admin.dispose()
 
     return url_for(database), drop
+
+
+@contextlib.contextmanager
+def postgres_metadata_database():
+    """An empty PostgreSQL database for an Airflow metadata DB, dropped (WITH (FORCE)) afterwards."""
+    url, drop = _server_database(
+        POSTGRES_ADMIN_URL, "PostgreSQL", lambda db: POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+    )
+    try:
+        yield url
+    finally:
+        drop()
 
 
 def _database_fixture(kind: str):

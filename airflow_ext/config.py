@@ -7,6 +7,7 @@ sensitive), so a webhook kept in a secrets backend works like any Airflow secret
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,6 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 from airflow_ext.config_description import CONFIG_DESCRIPTION, DEFAULT_BACKEND
 from airflow_ext.delivery import DeliverySchedule, RetryPolicy
 from airflow_ext.errors import ConfigError
+from airflow_ext.problems import report_once
+
+log = logging.getLogger(__name__)
 
 _MOBILE = re.compile(r"^\+?[0-9][0-9-]{4,19}$")
 
@@ -166,16 +170,8 @@ def _message_template(conf) -> str | None:
     try:
         return text_option(conf, "message_template")
     except ConfigError as err:
-        import logging
-
-        from airflow_ext.problems import report_once
-
-        report_once(logging.getLogger(__name__), "DingTalk alerts use the built-in layout", str(err))
+        report_once(log, "DingTalk alerts use the built-in layout", str(err))
         return None
-
-
-def _dingbot_positive(conf, key: str, default: Any, cast: Callable[[Any], Any]):
-    return _positive("dingbot", key, read_option(conf, "dingbot", key, str(default)), cast)
 
 
 #: The numeric ``[dingbot]`` options and their types; each must be greater than 0.
@@ -193,36 +189,30 @@ DINGBOT_NUMBERS: dict[str, Callable[[Any], Any]] = {
 
 def read_dingbot_number(conf, key: str):
     """One numeric ``[dingbot]`` option, its documented default when unset."""
+    conf = conf or _conf()
     default = CONFIG_DESCRIPTION["dingbot"]["options"][key]["default"]
-    return _dingbot_positive(conf or _conf(), key, default, DINGBOT_NUMBERS[key])
+    return _positive("dingbot", key, read_option(conf, "dingbot", key, default), DINGBOT_NUMBERS[key])
 
 
 def load_retry_policy(conf=None) -> RetryPolicy:
     """``[dingbot]`` timeout, connect_timeout, read_timeout and max_attempts as a RetryPolicy."""
     conf = conf or _conf()
-    defaults = RetryPolicy()
-
     return RetryPolicy(
-        deadline_s=_dingbot_positive(conf, "timeout", defaults.deadline_s, float),
-        connect_timeout_s=_dingbot_positive(conf, "connect_timeout", defaults.connect_timeout_s, float),
-        read_timeout_s=_dingbot_positive(conf, "read_timeout", defaults.read_timeout_s, float),
-        max_attempts=_dingbot_positive(conf, "max_attempts", defaults.max_attempts, int),
+        deadline_s=read_dingbot_number(conf, "timeout"),
+        connect_timeout_s=read_dingbot_number(conf, "connect_timeout"),
+        read_timeout_s=read_dingbot_number(conf, "read_timeout"),
+        max_attempts=read_dingbot_number(conf, "max_attempts"),
     )
 
 
 def load_delivery_schedule(conf=None) -> DeliverySchedule:
     """``[dingbot]`` rate_limit and outbox_* options, as the deliverer's schedule."""
     conf = conf or _conf()
-    defaults = DeliverySchedule()
-
     return DeliverySchedule(
-        rate_limit=_dingbot_positive(conf, "rate_limit", defaults.rate_limit, int),
-        poll_interval_s=_dingbot_positive(conf, "outbox_poll_interval", defaults.poll_interval_s, float),
-        lease_s=_dingbot_positive(conf, "outbox_lease", defaults.lease_s, float),
-        purge_after_s=_dingbot_positive(
-            conf, "outbox_purge_after_days", defaults.purge_after_s / 86400, float
-        )
-        * 86400,
+        rate_limit=read_dingbot_number(conf, "rate_limit"),
+        poll_interval_s=read_dingbot_number(conf, "outbox_poll_interval"),
+        lease_s=read_dingbot_number(conf, "outbox_lease"),
+        purge_after_s=read_dingbot_number(conf, "outbox_purge_after_days") * 86400,
     )
 
 

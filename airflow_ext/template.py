@@ -14,6 +14,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from airflow_ext.alert import Alert
 from airflow_ext.errors import ConfigError
+from airflow_ext.render import escape_markdown, link_target, outcome_words
 
 OPTION = "[dingding] message_template"
 
@@ -47,7 +48,6 @@ class MessageTemplate:
 
 def alert_fields(alert: Alert) -> dict[str, Any]:
     """The alert as the template sees it: every text escaped for markdown."""
-    from airflow_ext.render import escape_markdown, link_target, outcome_words
 
     def text(value: str | None) -> str:
         return escape_markdown(value) if value else ""

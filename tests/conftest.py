@@ -43,6 +43,29 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 240) -> subprocess
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def local_executor_env(base_env: dict[str, str], home, metadata_url: str, **overrides: str) -> dict[str, str]:
+    """A real scheduler's environment: LocalExecutor on ``metadata_url``, heartbeats every second,
+    one parsing process. The tests serialize the DAGs before it starts, so it need not parse soon."""
+    env = dict(base_env)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
 @pytest.fixture(scope="session")
 def airflow_base_env(tmp_path_factory) -> dict[str, str]:
     """A migrated SQLite Airflow home shared by the end-to-end tests (each run has its own run id)."""

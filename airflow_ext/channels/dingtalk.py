@@ -149,14 +149,18 @@ class DingTalkRobot:
         A broken ``[dingding] message_template`` never costs an alert: it is logged once per
         process and the built-in layout is sent instead.
         """
-        template = self._message_template()
-        if template is not None:
+        if self.settings.message_template and not self._template_failed:
             try:
-                return self._render(alert, template)
-            except ConfigError as err:
+                return self._render(alert, self._compiled_template())
+            except ConfigError as err:  # does not compile, or cannot render this alert
                 self._template_failed = True
                 report_once(log, "DingTalk alerts use the built-in layout", str(err))
         return self._render(alert, None)
+
+    def _compiled_template(self) -> MessageTemplate:
+        if self._template is None:
+            self._template = MessageTemplate(self.settings.message_template or "")
+        return self._template
 
     def _render(self, alert: Alert, template: MessageTemplate | None) -> RenderedMessage:
         return render_markdown(
@@ -166,15 +170,6 @@ class DingTalkRobot:
             fits=self.fits,
             template=template,
         )
-
-    def _message_template(self) -> MessageTemplate | None:
-        if self._template is None and self.settings.message_template and not self._template_failed:
-            try:
-                self._template = MessageTemplate(self.settings.message_template)
-            except ConfigError as err:
-                self._template_failed = True
-                report_once(log, "DingTalk alerts use the built-in layout", str(err))
-        return self._template
 
     def _signed_url(self) -> str:
         url = self.settings.bot_url

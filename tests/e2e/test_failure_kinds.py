@@ -21,11 +21,11 @@ from sqlalchemy.pool import NullPool
 from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
     BIN,
-    E2E_DAGS,
     ROBOT_KEYWORD,
     ROBOT_SECRET,
     ROBOT_TOKEN,
     assert_no_secret,
+    local_executor_env,
     robot_env,
     run,
 )
@@ -208,25 +208,13 @@ def scheduled_run(airflow_base_env, tmp_path_factory) -> ScheduledRun:
 
 
 def _run_scheduled(base_env, database_url, engine, robot, tmp: Path) -> ScheduledRun:
-    env = dict(base_env)
-    env.update(robot_env(robot))
-    env.update(
-        {
-            "AIRFLOW_HOME": str(tmp / "home"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
-            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
-            # Deferred tasks past their timeout are failed by this periodic check (default 15 s).
-            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "1",
-            # The DAGs are serialized before the scheduler starts: no need to parse them again soon.
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
-        }
+    env = local_executor_env(
+        base_env,
+        tmp / "home",
+        database_url,
+        **robot_env(robot),
+        # Deferred tasks past their timeout are failed by this periodic check (default 15 s).
+        AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="1",
     )
     airflow = str(BIN / "airflow")
     for args in (["db", "migrate"], ["dags", "reserialize"]):

@@ -35,11 +35,11 @@ from sqlalchemy.pool import NullPool
 from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
     BIN,
-    E2E_DAGS,
     ROBOT_KEYWORD,
     ROBOT_SECRET,
     ROBOT_TOKEN,
     assert_no_secret,
+    local_executor_env,
     robot_env,
     run,
 )
@@ -275,23 +275,14 @@ def kill_leftover_tasks(pid_folder: Path) -> None:
 def killed(airflow_base_env, metadata_url, robot, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("killed")
     (tmp / "pids").mkdir()
-    env = dict(airflow_base_env)
-    env.update(robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="kill_after_send_backend.send"))
-    env.update(
-        {
-            "AIRFLOW_HOME": str(tmp / "home"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    env = local_executor_env(
+        airflow_base_env,
+        tmp / "home",
+        metadata_url,
+        **robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="kill_after_send_backend.send"),
+        **{
             "AIRFLOW__CORE__PARALLELISM": str(len(EXPECTED_STATES)),  # all at once
-            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
-            # The DAGs are serialized before the scheduler starts; the zombie callbacks make the DAG
-            # processor parse dingbot_killed.py at once anyway.
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
+            # The zombie callbacks make the DAG processor parse dingbot_killed.py at once anyway.
             # Zombies within seconds: looked for every 3 s (default 10); a live supervisor
             # heartbeats every second (default 5), a dead one is a zombie after ZOMBIE_THRESHOLD_S
             # (default 300). A finished LocalTaskJob makes a zombie at the next look.
@@ -305,7 +296,7 @@ def killed(airflow_base_env, metadata_url, robot, tmp_path_factory):
             "DINGBOT_E2E_PIDS": str(tmp / "pids"),
             "DINGBOT_E2E_SENDS": str(tmp / "sends.jsonl"),
             "DINGBOT_E2E_KILL_MARKER": str(tmp / "kill-after-send"),
-        }
+        },
     )
     airflow = str(BIN / "airflow")
     for command in (["db", "migrate"], ["dags", "reserialize"]):

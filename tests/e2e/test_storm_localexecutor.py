@@ -19,7 +19,15 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import BIN, E2E_DAGS, ROBOT_SECRET, ROBOT_TOKEN, assert_no_secret, robot_env, run
+from tests.conftest import (
+    BIN,
+    ROBOT_SECRET,
+    ROBOT_TOKEN,
+    assert_no_secret,
+    local_executor_env,
+    robot_env,
+    run,
+)
 from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = pytest.mark.e2e
@@ -144,26 +152,13 @@ def postgres_metadata_url():
 
 @pytest.fixture
 def storm_env(airflow_base_env, postgres_metadata_url, robot, tmp_path):
-    env = dict(airflow_base_env)
-    env.update(robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="airflow_ext.dingbot.outbox_sender"))
-    env.update(
-        {
-            "AIRFLOW_HOME": str(tmp_path / "home"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_url,
-            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(len(EXPECTED)),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
-            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
-            # The DAGs are serialized before the scheduler starts: no need to parse them again soon.
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
-        }
+    env = local_executor_env(
+        airflow_base_env,
+        tmp_path / "home",
+        postgres_metadata_url,
+        **robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="airflow_ext.dingbot.outbox_sender"),
+        AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=str(len(EXPECTED)),
+        AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY="64",
     )
     migrate = run([str(BIN / "airflow"), "db", "migrate"], env)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr

@@ -112,16 +112,21 @@ class Alert:
         return cls(**fields)
 
     @classmethod
-    def from_task_instance(cls, ti: Any, error: None | str | BaseException, kind: AlertKind) -> Alert:
-        """Build from an Airflow 2.x TaskInstance in failure handling (its state already decided)."""
-        exception_type = exception_message = traceback = None
-        if isinstance(error, BaseException):
-            exception_type = type(error).__name__
-            exception_message = clean_text(error)
-            traceback = _format_traceback(error, _user_traceback(error))
-        elif error:
-            exception_message = clean_text(error)
-        logical_date = getattr(ti, "execution_date", None) or getattr(ti, "logical_date", None)
+    def from_task_instance(
+        cls,
+        ti: Any,
+        error: None | str | BaseException,
+        kind: AlertKind,
+        *,
+        logical_date: datetime | None = None,
+    ) -> Alert:
+        """Build from a task instance in failure handling (its state already decided).
+
+        Works on any object with a task instance's ids (``dag_id``, ``task_id``, ``run_id``,
+        ``map_index``, ``try_number``, ``max_tries``) and, where it has them, ``hostname`` and
+        ``log_url``; each line's adapter passes what differs (the logical date).
+        """
+        exception_type, exception_message, traceback = exception_fields(error)
         return cls(
             kind=kind,
             dag_id=clean_text(ti.dag_id),
@@ -130,17 +135,27 @@ class Alert:
             map_index=int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1),
             # `airflow tasks test` runs a try without counting it: try_number stays 0 there.
             try_number=max(int(ti.try_number or 0), 1),
-            max_tries=int(ti.max_tries or 0),
+            max_tries=int(getattr(ti, "max_tries", 0) or 0),
             logical_date=logical_date.isoformat() if logical_date else None,
-            hostname=clean_text(getattr(ti, "hostname", None) or _local_hostname()),
+            hostname=clean_text(getattr(ti, "hostname", None) or local_hostname()),
             log_url=_log_url(ti),
             exception_type=exception_type,
             exception_message=exception_message,
-            traceback=clean_text(traceback) if traceback else None,
+            traceback=traceback,
         )
 
 
-def _local_hostname() -> str:
+def exception_fields(error: None | str | BaseException) -> tuple[str | None, str | None, str | None]:
+    """``(exception_type, exception_message, traceback)`` of what failure handling was given."""
+    if isinstance(error, BaseException):
+        traceback = _format_traceback(error, _user_traceback(error))
+        return type(error).__name__, clean_text(error), clean_text(traceback) if traceback else None
+    if error:
+        return None, clean_text(error), None
+    return None, None, None
+
+
+def local_hostname() -> str:
     try:
         from airflow.utils.net import get_hostname
 

@@ -44,13 +44,13 @@ def read_option(conf, section: str, key: str, fallback: str | None = None) -> st
 
 def _mask(*values: str | None) -> None:
     """Keep secrets out of logs: Airflow's masker (task logs) and our own filter (everywhere else)."""
-    from airflow.utils.log.secrets_masker import mask_secret
-
+    from airflow_ext.adapters import current
     from airflow_ext.redaction import protect
 
+    adapter = current()
     for value in values:
         if value:
-            mask_secret(value)
+            adapter.mask_secret(value)
     protect(*values)
 
 

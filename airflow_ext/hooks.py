@@ -1,4 +1,9 @@
-"""Entry points called by the patched Airflow code; they never raise and never outlast the deadline."""
+"""What every line's failure path shares: which outcome alerts, and the bounded, logged send.
+
+The patches call their line's adapter (``airflow_ext.adapters.airflow2`` / ``airflow3``), which
+builds the :class:`Alert` and hands it to :func:`deliver_alert`. Nothing here raises into Airflow's
+failure handling or outlasts ``[dingbot] timeout``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from airflow_ext.problems import report_once
 log = logging.getLogger(__name__)
 
 #: Which operator flag asks for an alert in which outcome of a failed try.
-_FLAG_FOR_KIND = {AlertKind.RETRY: "ding_on_retry", AlertKind.FAILURE: "ding_on_failure"}
+FLAG_FOR_KIND = {AlertKind.RETRY: "ding_on_retry", AlertKind.FAILURE: "ding_on_failure"}
 
 
 def alert_kind(state: Any) -> AlertKind | None:
@@ -41,26 +46,23 @@ def task_flag(name: str, task: Any, mapped_task: Any = None) -> bool:
 
 
 def wants_alert(kind: AlertKind | None, task: Any, mapped_task: Any = None) -> bool:
-    return task is not None and kind is not None and task_flag(_FLAG_FOR_KIND[kind], task, mapped_task)
+    return task is not None and kind is not None and task_flag(FLAG_FOR_KIND[kind], task, mapped_task)
 
 
 def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
-    """Called from ``TaskInstance._handle_failure`` after the state is decided, beside the email alert."""
-    kind = alert_kind(task_instance.state)
-    if not wants_alert(kind, task, getattr(task_instance, "task", None)):
-        return
-    try:
-        _send(Alert.from_task_instance(task_instance, error, kind))
-    except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
-        log.exception("DingTalk alert for %s was not sent", task_instance)
+    """The name the Airflow 2.11 patch series calls; the work is the 2.x adapter's."""
+    from airflow_ext.adapters import airflow2
+
+    airflow2.send_ding_alert(task_instance=task_instance, task=task, error=error)
 
 
-def _send(alert: Alert) -> None:
-    from airflow.stats import Stats
-
+def deliver_alert(alert: Alert) -> None:
+    """Hand ``alert`` to ``[dingbot] ding_bot_backend`` within ``[dingbot] timeout``; log the outcome once."""
     from airflow_ext import config
+    from airflow_ext.adapters import current
     from airflow_ext.delivery import run_within
 
+    stats = current().stats()
     what = (
         f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id} "
         f"run {alert.run_id} try {alert.try_number}"
@@ -71,18 +73,18 @@ def _send(alert: Alert) -> None:
         deadline_s = config.load_retry_policy().deadline_s
         result = run_within(lambda: backend(alert), deadline_s)
     except ConfigError as err:  # the same for every failure in this process: one line is enough
-        Stats.incr("dingbot.alert.failed")
+        stats.incr("dingbot.alert.failed")
         report_once(log, "DingTalk alerts are not sent", str(err))
     except DeliveryError as err:
-        Stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
+        stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
         log.error("%s not delivered after %.1f s: %s", what, time.monotonic() - started, err)
     except Exception:  # a custom backend's bug: its traceback is what its author needs
-        Stats.incr("dingbot.alert.failed")
+        stats.incr("dingbot.alert.failed")
         log.exception("%s not sent: the backend %s raised", what, config.backend_path())
     else:
         outcome = _outcome(result)
-        Stats.incr(f"dingbot.alert.{outcome}")
-        Stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)
+        stats.incr(f"dingbot.alert.{outcome}")
+        stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)
         log.info("%s %s in %.2f s", what, _OUTCOME_WORDS[outcome], time.monotonic() - started)
 
 

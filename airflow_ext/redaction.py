@@ -19,6 +19,8 @@ GUARDED_LOGGERS = (
     "urllib3.connectionpool",
     "requests",
     "airflow_ext.hooks",
+    "airflow_ext.adapters.airflow2",
+    "airflow_ext.adapters.airflow3",
     "airflow_ext.dingbot",
     "airflow_ext.outbox.deliverer",
     "airflow.models.taskinstance",

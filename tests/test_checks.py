@@ -162,7 +162,7 @@ def custom_backend(alert):
 
 
 def test_a_runtime_problem_is_logged_once_per_process(environment, caplog):
-    from airflow_ext.hooks import _send
+    from airflow_ext.hooks import deliver_alert
     from tests.test_render import make_alert
 
     environment(**GOOD, AIRFLOW__DINGBOT__DING_BOT_BACKEND="no_such_package.send")
@@ -170,7 +170,7 @@ def test_a_runtime_problem_is_logged_once_per_process(environment, caplog):
     caplog.set_level(logging.DEBUG, logger="airflow_ext")
 
     for _ in range(3):
-        _send(make_alert())
+        deliver_alert(make_alert())
 
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors

@@ -53,9 +53,9 @@ class Deliverer:
     @property
     def stats(self):
         if self._stats is None:
-            from airflow.stats import Stats
+            from airflow_ext.adapters import current
 
-            self._stats = Stats
+            self._stats = current().stats()
         return self._stats
 
     # -- planning ---------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ SLACK_PER_TRY_S = 1.0
 #: The hard stop waits this long past the deadline; rounding adds the rest.
 LINE_SLACK_S = 0.2
 
-#: The outcome line of airflow_ext.hooks._send, one per alert.
+#: The outcome line of airflow_ext.hooks.deliver_alert, one per alert.
 OUTCOME = re.compile(
     r"DingTalk (?P<kind>retry|failure) alert for \S+ run \S+ (?P<said>try (?P<try>\d+) "
     r"(?:delivered in (?P<sent_s>\d+\.\d+) s|not delivered after (?P<failed_s>\d+\.\d+) s: (?P<cause>.+)))$"

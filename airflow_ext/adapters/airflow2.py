@@ -1,0 +1,40 @@
+"""The Airflow 2.x adapter: ``TaskInstance._handle_failure`` (patch 0003 of the 2.11.2 series).
+
+Failure handling runs in the task's own process, in the scheduler (executor-reported failures,
+with the deserialized task) and in the DAG processor (zombies), always through ``_handle_failure``
+with the database at hand: one hook covers them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow_ext.alert import Alert
+from airflow_ext.hooks import alert_kind, deliver_alert, wants_alert
+
+log = logging.getLogger(__name__)
+
+
+def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
+    """Called from ``_handle_failure`` after the state is decided, beside the email alert. Never raises."""
+    kind = alert_kind(task_instance.state)
+    if not wants_alert(kind, task, getattr(task_instance, "task", None)):
+        return
+    try:
+        logical_date = getattr(task_instance, "execution_date", None)
+        deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))
+    except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
+        log.exception("DingTalk alert for %s was not sent", task_instance)
+
+
+def mask_secret(value: str) -> None:
+    from airflow.utils.log.secrets_masker import mask_secret as airflow_mask_secret
+
+    airflow_mask_secret(value)
+
+
+def stats():
+    from airflow.stats import Stats
+
+    return Stats

@@ -1,0 +1,159 @@
+"""The Airflow 3.x adapter: the four places the 3.3.2 series calls, each building an Alert.
+
+Airflow 3 has no single failure choke point; a try ends in one of three kinds of process, each
+with its own task object, and task processes have no database:
+
+* the task runner's ``finalize`` (patch 0004): exceptions, ``execution_timeout``, sensor and
+  deferral timeouts, failed triggers (the task resumes on a worker). The exception is here.
+* the supervisor (patch 0005), when the task process ended without ``finalize`` (SIGKILL, OOM,
+  segfault, ``os._exit``): Airflow itself reports nothing. The task runner leaves the task's
+  flags in a :mod:`~airflow_ext.handoff` note at start-up (:func:`task_started`), which
+  ``finalize`` removes once it has handled the try, so exactly one of the two alerts.
+* the scheduler's ``TaskInstance.handle_failure`` (patch 0006), for failures the task never
+  recorded: killed externally, a worker that could not start it, and the heartbeat-timeout path
+  (which Airflow 3.3.2 runs twice for callbacks, but once through ``handle_failure``).
+
+Every function here is called from Airflow's failure handling and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from airflow_ext import handoff
+from airflow_ext.alert import Alert, local_hostname
+from airflow_ext.hooks import alert_kind, deliver_alert, wants_alert
+
+log = logging.getLogger(__name__)
+
+
+def task_started(ti: Any) -> None:
+    """Task runner, after start-up: leave the flags of a task that wants alerts for its supervisor."""
+    try:
+        task = ti.task
+        if not (getattr(task, "ding_on_failure", False) or getattr(task, "ding_on_retry", False)):
+            return
+        handoff.leave(
+            ti.id,
+            ti.try_number,
+            handoff.Handoff(
+                ding_on_failure=bool(task.ding_on_failure),
+                ding_on_retry=bool(task.ding_on_retry),
+                max_tries=int(ti.max_tries or 0),
+                logical_date=_isoformat(_runtime_logical_date(ti)),
+                log_url=_log_url(ti),
+            ),
+        )
+    except Exception:
+        log.exception("DingTalk alerts for %s.%s: could not leave the note for the supervisor", ti.dag_id,
+                      ti.task_id)
+
+
+def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
+    """Task runner's ``finalize``: alert per the task's flags, then tell the supervisor it is done."""
+    try:
+        kind = alert_kind(state)
+        if wants_alert(kind, ti.task):
+            alert = Alert.from_task_instance(ti, error, kind, logical_date=_runtime_logical_date(ti))
+            deliver_alert(alert)
+    except Exception:
+        log.exception("DingTalk alert for %s.%s was not sent", ti.dag_id, ti.task_id)
+    finally:
+        try:
+            handoff.clear(ti.id, ti.try_number)
+        except Exception:
+            log.exception("DingTalk alerts: could not remove the supervisor's note")
+
+
+def task_process_ended(ti: Any, exit_code: int | None, state: Any) -> None:
+    """Supervisor, after reporting the state: alert for a try its task process never handled."""
+    try:
+        note = handoff.take(ti.id, ti.try_number)
+        handoff.remove_stale()
+        kind = alert_kind(state)
+        if note is None or kind is None:
+            return
+        if not getattr(note, f"ding_on_{kind.value}"):
+            return
+        deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
+    except Exception:
+        log.exception("DingTalk alert for %s.%s was not sent", ti.dag_id, ti.task_id)
+
+
+def scheduler_failed_task(ti: Any, error: None | str) -> None:
+    """Scheduler's ``TaskInstance.handle_failure``: the state is decided, the task is deserialized."""
+    try:
+        kind = alert_kind(ti.state)
+        if not wants_alert(kind, getattr(ti, "task", None)):
+            return
+        logical_date = getattr(getattr(ti, "dag_run", None), "logical_date", None)
+        deliver_alert(Alert.from_task_instance(ti, error, kind, logical_date=logical_date))
+    except Exception:
+        log.exception("DingTalk alert for %s was not sent", ti)
+
+
+def _killed_process_alert(ti: Any, exit_code: int | None, kind, note: handoff.Handoff) -> Alert:
+    how, why = describe_exit(exit_code)
+    return Alert(
+        kind=kind,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=ti.map_index if ti.map_index is not None else -1,
+        try_number=max(int(ti.try_number or 0), 1),
+        max_tries=note.max_tries,
+        logical_date=note.logical_date,
+        hostname=getattr(ti, "hostname", None) or local_hostname(),
+        log_url=note.log_url,
+        exception_type=how,
+        exception_message=why,
+    )
+
+
+def describe_exit(exit_code: int | None) -> tuple[str, str]:
+    """``(what, explanation)`` of how a task process ended without its failure handling."""
+    before = "before Airflow's failure handling could run: no callback or email ran for this try"
+    if exit_code is not None and exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        hint = " (the out-of-memory killer sends SIGKILL)" if -exit_code == signal.SIGKILL else ""
+        return name, f"The task process was killed by {name}{hint} {before}."
+    return f"exit code {exit_code}", f"The task process exited with code {exit_code} {before}."
+
+
+def _runtime_logical_date(ti: Any):
+    context = getattr(ti, "_ti_context_from_server", None)
+    return getattr(getattr(context, "dag_run", None), "logical_date", None)
+
+
+def _isoformat(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _log_url(ti: Any) -> str | None:
+    try:
+        return ti.log_url
+    except Exception:  # no [api] base_url: the alert goes out without a link
+        return None
+
+
+def mask_secret(value: str) -> None:
+    """Mask in the task-process masker (which tells the supervisor) and in the core processes' one."""
+    from airflow.sdk.log import mask_secret as sdk_mask_secret
+
+    sdk_mask_secret(value)
+    try:
+        from airflow._shared.secrets_masker import mask_secret as core_mask_secret
+    except ImportError:  # a worker with the Task SDK alone
+        return
+    core_mask_secret(value)
+
+
+def stats():
+    from airflow.sdk.observability.stats import Stats
+
+    return Stats

@@ -1,0 +1,94 @@
+"""What a task process leaves for its supervisor: the ding flags of the try it is running.
+
+On Airflow 3 a task process killed by SIGKILL (the OOM killer), a segfault or ``os._exit`` never
+reaches its failure handling, and its supervisor, which reports the state from the exit code,
+never parsed the DAG: it cannot know whether the task asked for alerts. So right after start-up
+the task process writes a small note with its flags, and removes it once its own failure handling
+(``finalize``) has dealt with the try. A note still there when the process has ended means the try
+was not reported: the supervisor alerts from it, then removes it.
+
+Notes live in a private directory (mode 0700) of this user in the temporary directory, one file
+per try, written whole (temp file + rename), so a reader never sees half a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Notes older than this are left by processes that died with their supervisor (the scheduler
+#: reports those tries); the next supervisor to finish deletes them.
+STALE_AFTER_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The facts about a running try that only its task process knows."""
+
+    ding_on_failure: bool
+    ding_on_retry: bool
+    max_tries: int
+    logical_date: str | None = None
+    log_url: str | None = None
+
+
+def directory() -> Path:
+    return Path(tempfile.gettempdir()) / f"airflow-dingbot-{os.getuid()}"
+
+
+def _path(ti_id: object, try_number: int) -> Path:
+    # The task instance id is a UUID: safe as a file name as it is.
+    return directory() / f"{ti_id}.{int(try_number)}.json"
+
+
+def leave(ti_id: object, try_number: int, handoff: Handoff) -> None:
+    folder = directory()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".handoff.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dataclasses.asdict(handoff), fh)
+        os.replace(tmp, _path(ti_id, try_number))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def take(ti_id: object, try_number: int) -> Handoff | None:
+    """The note for this try, removed; None if the task process removed it (or never left one)."""
+    path = _path(ti_id, try_number)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+    names = {f.name for f in dataclasses.fields(Handoff)}
+    return Handoff(**{k: v for k, v in data.items() if k in names})
+
+
+def clear(ti_id: object, try_number: int) -> None:
+    _path(ti_id, try_number).unlink(missing_ok=True)
+
+
+def remove_stale(now: float | None = None) -> int:
+    """Delete notes older than :data:`STALE_AFTER_S`; how many went."""
+    cutoff = (time.time() if now is None else now) - STALE_AFTER_S
+    removed = 0
+    try:
+        entries = list(os.scandir(directory()))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # another supervisor got there first
+            continue
+    return removed

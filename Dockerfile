@@ -1,15 +1,21 @@
-# Apache Airflow 2.11.2 with airflow-dingbot: DingTalk alerts on task failure and retry.
+# Apache Airflow with airflow-dingbot: DingTalk alerts on task failure and retry.
+# One Dockerfile for both supported lines; AIRFLOW_VERSION picks the line (default 3.3.2):
 #
-#   docker build -t my-airflow:2.11.2-dingbot .
+#   docker build -t my-airflow:3.3.2-dingbot .
+#   docker build --build-arg AIRFLOW_VERSION=2.11.2 -t my-airflow:2.11.2-dingbot .
 #
-# The image build applies the patch series to the Airflow inside the image; the build fails
-# if the series does not apply cleanly (wrong Airflow version, or files changed by hand).
-FROM apache/airflow:2.11.2-python3.11
+# The image build applies the patch series for that Airflow version to the Airflow inside the
+# image; the build fails if there is no series for it or the series does not apply cleanly
+# (files changed by hand).
+ARG AIRFLOW_VERSION=3.3.2
+FROM apache/airflow:${AIRFLOW_VERSION}-python3.11
+# An ARG before FROM is not visible after it: declare it again for the RUN below.
+ARG AIRFLOW_VERSION
 
 COPY --chown=airflow:root . /opt/airflow-dingbot
 
 # Pin Airflow so installing the package can never move it; then patch, then verify.
-RUN pip install --no-cache-dir "apache-airflow==2.11.2" /opt/airflow-dingbot \
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/airflow-dingbot \
  && airflow-ext patch apply \
  && airflow-ext patch check
 

@@ -5,16 +5,31 @@ per line; blank lines and ``#`` comments are ignored). Each patch is a Debian DE
 followed by ``diff -u`` output whose paths are applied with ``-p1`` relative to the directory
 holding the installed ``airflow`` package (site-packages).
 
+Which series, and which distributions it patches:
+
+* The series is chosen by the version of the installed ``apache-airflow`` distribution (the
+  *primary* one), or of ``apache-airflow-core`` when ``apache-airflow`` is not installed.
+* Airflow 2.x ships all its code in ``apache-airflow``, so by default the series patches
+  ``apache-airflow==<version>``. Airflow 3.x splits it: ``apache-airflow`` is a meta-package
+  without code, and ``airflow/`` is filled by ``apache-airflow-core`` and
+  ``apache-airflow-task-sdk`` (which has its own version numbers). For such a version the
+  directory holds a ``distributions`` file, one ``name==version`` per line (blank lines and
+  ``#`` comments ignored), naming every distribution the series patches.
+* Before anything is read, every distribution named there must be installed at exactly that
+  version: the series was made against those files and no others.
+* Each patched file belongs to the one listed distribution whose ``RECORD`` lists it; a file
+  listed by none or by several is an error.
+
 Rules, stricter than ``patch(1)`` on purpose:
 
 * No fuzz and no offset search: every hunk's context and removed lines must match exactly, at
   exactly the line its header states (counting the lines earlier hunks and patches shifted),
   with exact line endings, including ``\\ No newline at end of file``.
-* The truth about a file is the sha256 in the ``RECORD`` of the installed apache-airflow
-  distribution. A file is *pristine* if it hashes to RECORD, *patched* if reverse-applying the
-  series to it succeeds and yields the RECORD hash, otherwise *modified*.
+* The truth about a file is the sha256 in the ``RECORD`` of the distribution that owns it. A
+  file is *pristine* if it hashes to RECORD, *patched* if reverse-applying the series to it
+  succeeds and yields the RECORD hash, otherwise *modified*.
 * ``apply`` patches only pristine files, ``revert`` only yields RECORD-identical files; both
-  compute every result in memory first and write all files or none.
+  compute every result in memory first and write all files of all distributions or none.
 
 This module must not import airflow: the installation may be half-patched or broken.
 No ``patch`` binary is needed (the apache/airflow image does not have one); patches are
@@ -27,12 +42,14 @@ import base64
 import csv
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 from airflow_ext.errors import PatchError
 
@@ -44,12 +61,15 @@ __all__ = [
     "available_versions",
     "check_series",
     "default_patches_root",
+    "distributions_for",
     "revert_series",
     "series_for",
     "series_status",
 ]
 
 DIST_NAME = "apache-airflow"
+CORE_DIST_NAME = "apache-airflow-core"  # holds the code (and the version) when apache-airflow is absent
+DISTRIBUTIONS_FILE = "distributions"
 
 # Per-file states.
 PRISTINE = "pristine"  # sha256 equals RECORD: as released
@@ -62,6 +82,13 @@ APPLIED = "applied"
 NOT_APPLIED = "not applied"
 PARTIAL = "partially applied"
 # MODIFIED (above) doubles as the series state when any file is modified or missing.
+
+# A RECORD row's hash as (algorithm, urlsafe-b64 digest without padding); None if it has none.
+_RecordHash = Optional[tuple[str, str]]
+
+# PEP 508 names; versions are matched exactly, so anything like a specifier or wildcard is refused.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.+!_-]*[A-Za-z0-9])?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,35 +161,181 @@ def series_for(version: str, patches_root: os.PathLike | str | None = None) -> l
     return patches
 
 
-def _resolve_dist(dist: metadata.Distribution | None) -> metadata.Distribution:
+def distributions_for(version: str, patches_root: os.PathLike | str | None = None) -> list[tuple[str, str]]:
+    """The ``(name, version)`` pins the series for *version* patches, from its ``distributions`` file.
+
+    Without that file the series patches ``apache-airflow==<version>`` alone (Airflow 2.x).
+    Names are returned normalized (``Apache_Airflow.Core`` -> ``apache-airflow-core``).
+    """
+    path = _root(patches_root) / version / DISTRIBUTIONS_FILE
+    if not path.exists():
+        return [(DIST_NAME, version)]
+    label = f"the distributions file for apache-airflow {version}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PatchError(f"cannot read {label}: {err}; nothing changed") from None
+
+    pins: list[tuple[str, str]] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()  # '#' cannot occur in a name or a version
+        if line:
+            pin = _parse_pin(line, f"{label}, line {lineno}")
+            if any(name == pin[0] for name, _ in pins):
+                raise PatchError(f"{label}, line {lineno}: {pin[0]} is listed twice; nothing changed")
+            pins.append(pin)
+    if not pins:
+        raise PatchError(f"{label} names no distribution; nothing changed")
+    return pins
+
+
+def _parse_pin(line: str, where: str) -> tuple[str, str]:
+    """``name==version`` -> ``(normalized name, version)``; exact pins only."""
+    name, operator, version = line.partition("==")
+    name, version = name.strip(), version.strip()
+    if not operator or version.startswith("="):
+        raise PatchError(f"{where}: expected an exact pin 'name==version', got {line!r}; nothing changed")
+    if not _NAME.fullmatch(name):
+        raise PatchError(f"{where}: invalid distribution name {name!r}; nothing changed")
+    if not _VERSION.fullmatch(version):
+        raise PatchError(
+            f"{where}: invalid version {version!r} for {name} (an exact version is needed); nothing changed"
+        )
+    return _normalize(name), version
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 normalized distribution name, used both to compare and to display names."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _name_of(dist: metadata.Distribution) -> str:
+    return _normalize(dist.metadata["Name"] or "")
+
+
+def _find(name: str, dists: Sequence[metadata.Distribution] | None) -> metadata.Distribution | None:
+    """The distribution called *name*: among *dists* if given, else in this Python environment."""
+    if dists is not None:
+        return next((dist for dist in dists if _name_of(dist) == _normalize(name)), None)
+    try:
+        return metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _resolve_primary(
+    dist: metadata.Distribution | None, dists: Sequence[metadata.Distribution] | None
+) -> metadata.Distribution:
+    """The distribution whose version chooses the series: apache-airflow, else apache-airflow-core."""
     if dist is None:
-        try:
-            dist = metadata.distribution(DIST_NAME)
-        except metadata.PackageNotFoundError:
-            raise PatchError(f"{DIST_NAME} is not installed in this Python environment") from None
+        dist = _find(DIST_NAME, dists) or _find(CORE_DIST_NAME, dists)
+        if dist is None:
+            raise PatchError(
+                f"neither {DIST_NAME} nor {CORE_DIST_NAME} is installed in this Python environment"
+            )
     if not dist.version:
-        raise PatchError(f"the installed {DIST_NAME} has no version in its metadata")
+        raise PatchError(f"the installed {_name_of(dist) or DIST_NAME} has no version in its metadata")
     return dist
 
 
-def _read_record(dist: metadata.Distribution) -> dict[str, tuple[str, str]]:
-    """RECORD as ``{path: (algorithm, urlsafe-b64 digest without padding)}``; unhashed entries skipped."""
+@dataclass(frozen=True)
+class _Target:
+    """A distribution the series patches, installed at the version the series needs."""
+
+    name: str  # normalized
+    version: str
+    dist: metadata.Distribution = field(repr=False)
+    record: dict[str, _RecordHash] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def _resolve_targets(
+    pins: Sequence[tuple[str, str]],
+    primary: metadata.Distribution,
+    label: str,
+    dists: Sequence[metadata.Distribution] | None,
+) -> list[_Target]:
+    """Check every pin against what is installed first, then read the RECORDs."""
+    found = []
+    for name, version in pins:
+        dist = primary if name == _name_of(primary) else _find(name, dists)
+        if dist is None:
+            installed = "it is not installed"
+        elif dist.version != version:
+            installed = f"{dist.version} is installed"
+        else:
+            found.append((name, version, dist))
+            continue
+        raise PatchError(
+            f"the patch series for {label} needs {name}=={version}, but {installed}; nothing changed"
+        )
+    return [
+        _Target(name, version, dist, _read_record(dist, f"{name} {version}")) for name, version, dist in found
+    ]
+
+
+def _read_record(dist: metadata.Distribution, label: str) -> dict[str, _RecordHash]:
+    """RECORD as ``{path: (algorithm, digest) or None}``; None marks an entry without a hash."""
     text = dist.read_text("RECORD")
     if text is None:
         raise PatchError(
-            f"{DIST_NAME} {dist.version} has no RECORD, so its files cannot be verified as released"
+            f"{label} has no RECORD, so its files cannot be verified as released; nothing changed"
         )
-    record: dict[str, tuple[str, str]] = {}
+    record: dict[str, _RecordHash] = {}
     for row in csv.reader(text.splitlines()):
+        if not row:
+            continue
         if len(row) < 2 or "=" not in row[1]:
+            record.setdefault(row[0], None)
             continue
         algorithm, digest = row[1].split("=", 1)
         record[row[0]] = (algorithm, digest)
     return record
 
 
+def _owner(rel: str, patch_name: str, targets: Sequence[_Target]) -> tuple[_Target, str, str]:
+    """The one target whose RECORD lists *rel*, with the hash it records for it."""
+    owners = [target for target in targets if rel in target.record]
+    if not owners:
+        raise PatchError(
+            f"{patch_name} patches {rel}, which is not in the RECORD of "
+            f"{_joined([t.label for t in targets], 'or')}; nothing changed"
+        )
+    if len(owners) > 1:
+        raise PatchError(
+            f"{patch_name} patches {rel}, which the RECORDs of {_joined([t.label for t in owners], 'and')} "
+            "each list, so it is unclear which release to verify it against; nothing changed"
+        )
+    owner = owners[0]
+    recorded = owner.record[rel]
+    if recorded is None:
+        raise PatchError(
+            f"{patch_name} patches {rel}, which has no hash in the RECORD of {owner.label}; nothing changed"
+        )
+    algorithm, expected = recorded
+    try:
+        hashlib.new(algorithm)
+    except ValueError:
+        raise PatchError(f"unsupported hash {algorithm!r} for {rel} in the RECORD of {owner.label}") from None
+    return owner, algorithm, expected
+
+
 def _digest(data: bytes, algorithm: str) -> str:
     return base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=").decode("ascii")
+
+
+def _joined(items: Sequence[str], conjunction: str) -> str:
+    """``a`` / ``a and b`` / ``a, b and c``."""
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +544,18 @@ class FileStatus:
     patches: list[str]  # names of the patches touching this file, in series order
     current: bytes | None = field(default=None, repr=False)
     reverted: bytes | None = field(default=None, repr=False)  # set when state == PATCHED
+    dist_name: str = DIST_NAME  # the distribution whose RECORD lists this file (normalized name)
+    dist_version: str = ""
+
+    @property
+    def distribution(self) -> str:
+        """``apache-airflow-task-sdk 1.3.2``."""
+        return f"{self.dist_name} {self.dist_version}"
+
+    @property
+    def pin(self) -> str:
+        """``apache-airflow-task-sdk==1.3.2``: what to reinstall to get the released file back."""
+        return f"{self.dist_name}=={self.dist_version}"
 
 
 @dataclass
@@ -379,6 +564,12 @@ class SeriesStatus:
     patches: list[Path]
     files: list[FileStatus]
     _parsed: list[_Patch] = field(default_factory=list, repr=False)
+    label: str = ""  # the primary distribution: "apache-airflow 3.3.2"
+    distributions: list[str] = field(default_factory=list)  # the patched ones, "name version" each
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"{DIST_NAME} {self.version}"
+        self.distributions = self.distributions or [self.label]
 
     @property
     def state(self) -> str:
@@ -394,19 +585,48 @@ class SeriesStatus:
     def paths(self, *states: str) -> list[str]:
         return [f.path for f in self.files if f.state in states]
 
+    def name(self, file: FileStatus) -> str:
+        """The file's path, and its distribution when the series patches more than the primary one."""
+        return file.path if self._primary_only else f"{file.path} of {file.distribution}"
+
+    def named(self, *states: str) -> list[str]:
+        """Like :meth:`paths`, each as :meth:`name` gives it."""
+        return [self.name(f) for f in self.files if f.state in states]
+
+    @property
+    def _primary_only(self) -> bool:
+        # The Airflow 2.x case: the label already says whose files they are.
+        return self.distributions == [self.label]
+
     @property
     def patch_names(self) -> list[str]:
         return [p.name for p in self._parsed]
 
+    @property
+    def spread(self) -> str:
+        """`` in <dist> <version> and <dist> <version>`` if the series patches others than the primary."""
+        if self._primary_only:
+            return ""
+        return f" in {_joined(self.distributions, 'and')}"
+
 
 def series_status(
-    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+    *,
+    dist: metadata.Distribution | None = None,
+    dists: Sequence[metadata.Distribution] | None = None,
+    patches_root: os.PathLike | str | None = None,
 ) -> SeriesStatus:
-    """Parse the series for the installed version and classify every file it touches. Writes nothing."""
-    dist = _resolve_dist(dist)
-    version = dist.version
+    """Parse the series for the installed version and classify every file it touches. Writes nothing.
+
+    *dist* is the primary distribution (apache-airflow) whose version chooses the series; *dists*,
+    if given, are the distributions to use instead of looking names up in this Python environment.
+    """
+    primary = _resolve_primary(dist, dists)
+    version = primary.version
+    label = f"{_name_of(primary) or DIST_NAME} {version}"
     root = _root(patches_root)
     patch_paths = series_for(version, root)
+    targets = _resolve_targets(distributions_for(version, root), primary, label, dists)
     version_dir = root / version
     parsed = [_parse_patch(path, path.relative_to(version_dir).as_posix()) for path in patch_paths]
 
@@ -414,44 +634,47 @@ def series_status(
     for patch in parsed:
         for diff in patch.diffs:
             per_file.setdefault(diff.path, []).append((patch.name, diff))
+    files = [_file_status(rel, diffs, *_owner(rel, diffs[0][0], targets)) for rel, diffs in per_file.items()]
+    return SeriesStatus(version, patch_paths, files, parsed, label, [t.label for t in targets])
 
-    record = _read_record(dist)
-    files: list[FileStatus] = []
-    for rel, diffs in per_file.items():
-        if rel not in record:
-            raise PatchError(
-                f"{diffs[0][0]} patches {rel}, which has no hash in the RECORD of {DIST_NAME} {version}"
-            )
-        algorithm, expected = record[rel]
-        try:
-            hashlib.new(algorithm)
-        except ValueError:
-            raise PatchError(
-                f"unsupported hash {algorithm!r} for {rel} in the RECORD of {DIST_NAME}"
-            ) from None
-        location = Path(str(dist.locate_file(rel)))
-        status = FileStatus(rel, location, MISSING, [name for name, _ in diffs])
-        files.append(status)
-        try:
-            current = location.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            raise PatchError(f"cannot read {rel} of {DIST_NAME} {version}: {err.strerror or err}") from None
-        status.current = current
-        reverted = _reverse_file(current, diffs)
-        if reverted is not None and _digest(reverted, algorithm) == expected:
-            status.state, status.reverted = PATCHED, reverted
-        elif _digest(current, algorithm) == expected:
-            status.state = PRISTINE
-        else:
-            status.state = MODIFIED
-    return SeriesStatus(version, patch_paths, files, parsed)
+
+def _file_status(
+    rel: str, diffs: Sequence[tuple[str, _FileDiff]], owner: _Target, algorithm: str, expected: str
+) -> FileStatus:
+    location = Path(str(owner.dist.locate_file(rel)))
+    patches = [name for name, _ in diffs]
+    status = FileStatus(rel, location, MISSING, patches, dist_name=owner.name, dist_version=owner.version)
+    try:
+        current = location.read_bytes()
+    except FileNotFoundError:
+        return status
+    except OSError as err:
+        raise PatchError(f"cannot read {rel} of {owner.label}: {err.strerror or err}") from None
+    status.current = current
+    reverted = _reverse_file(current, diffs)
+    if reverted is not None and _digest(reverted, algorithm) == expected:
+        status.state, status.reverted = PATCHED, reverted
+    elif _digest(current, algorithm) == expected:
+        status.state = PRISTINE
+    else:
+        status.state = MODIFIED
+    return status
 
 
 # --------------------------------------------------------------------------------------------
 # Writing: all files or none
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Change:
+    file: FileStatus  # names the file and its distribution; its location is rewritten
+    new: bytes
+    old: bytes  # what to put back if a later rename fails
+
+    @property
+    def name(self) -> str:
+        return f"{self.file.path} of {self.file.distribution}"
 
 
 def _write_temp(target: Path, data: bytes) -> str:
@@ -482,42 +705,42 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _commit(changes: Sequence[tuple[str, Path, bytes, bytes]], version: str) -> None:
-    """Replace each file with its new bytes. ``changes`` holds ``(rel, location, new, old)``.
+def _commit(changes: Sequence[_Change]) -> None:
+    """Replace each file with its new bytes, across all distributions together.
 
     All temp files are written first; only then are they renamed over the targets. If a rename
-    fails, the files already replaced are put back, so the tree is never left half-changed.
+    fails, the files already replaced (of whichever distribution) are put back, so the
+    installation is never left half-changed.
     """
-    prepared: list[tuple[str, Path, str]] = []
+    prepared: list[tuple[Path, str]] = []
     try:
-        for rel, location, data, _ in changes:
-            target = Path(os.path.realpath(location))
-            prepared.append((rel, target, _write_temp(target, data)))
+        for change in changes:
+            target = Path(os.path.realpath(change.file.location))
+            prepared.append((target, _write_temp(target, change.new)))
     except OSError as err:
-        for _, _, tmp in prepared:
+        for _, tmp in prepared:
             _unlink(tmp)
         raise PatchError(
-            f"cannot write {changes[len(prepared)][0]} of {DIST_NAME} {version}: "
-            f"{err.strerror or err}; nothing changed"
+            f"cannot write {changes[len(prepared)].name}: {err.strerror or err}; nothing changed"
         ) from None
 
-    for index, (rel, target, tmp) in enumerate(prepared):
+    for index, (target, tmp) in enumerate(prepared):
         try:
             os.replace(tmp, target)
         except OSError as err:
-            for _, _, left in prepared[index:]:
+            for _, left in prepared[index:]:
                 _unlink(left)
             not_restored = []
-            for (done_rel, done_target, _), (_, _, _, old) in zip(prepared[:index], changes[:index]):
+            for (done_target, _), done in zip(prepared[:index], changes[:index]):
                 try:
-                    os.replace(_write_temp(done_target, old), done_target)
+                    os.replace(_write_temp(done_target, done.old), done_target)
                 except OSError:
-                    not_restored.append(done_rel)
+                    not_restored.append(done.name)
             outcome = f"could not restore {', '.join(not_restored)}" if not_restored else "nothing changed"
             raise PatchError(
-                f"cannot replace {rel} of {DIST_NAME} {version}: {err.strerror or err}; {outcome}"
+                f"cannot replace {changes[index].name}: {err.strerror or err}; {outcome}"
             ) from None
-    _drop_stale_bytecode([target for _, target, _ in prepared])
+    _drop_stale_bytecode([target for target, _ in prepared])
 
 
 def _drop_stale_bytecode(targets: Sequence[Path]) -> None:
@@ -551,50 +774,43 @@ def _are(paths: Sequence[str]) -> str:
     return f"{', '.join(paths)} {'is' if len(paths) == 1 else 'are'}"
 
 
+def _reinstall(files: Sequence[FileStatus]) -> str:
+    """``reinstall apache-airflow-task-sdk==1.3.2 to restore it``: the owners of *files*, once each."""
+    pins = list(dict.fromkeys(f.pin for f in files))
+    return f"reinstall {_joined(pins, 'and')} to restore {'it' if len(files) == 1 else 'them'}"
+
+
+def _refusal(f: FileStatus, status: SeriesStatus) -> str:
+    """Why apply will not touch the non-pristine file *f*."""
+    if f.state == MODIFIED:
+        return f"{f.path} differs from {f.distribution} as released"
+    return f"{status.name(f)} is {'missing' if f.state == MISSING else 'already patched'}"
+
+
 def apply_series(
-    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+    *,
+    dist: metadata.Distribution | None = None,
+    dists: Sequence[metadata.Distribution] | None = None,
+    patches_root: os.PathLike | str | None = None,
 ) -> str:
     """Apply the series to pristine files: dry run in memory first, then write all files or none."""
-    status = series_status(dist=dist, patches_root=patches_root)
-    version = status.version
-    label = f"{DIST_NAME} {version}"
+    status = series_status(dist=dist, dists=dists, patches_root=patches_root)
+    label = status.label
     if status.state == APPLIED:
         applied = _plural(len(status._parsed), "patch")
-        return f"{label}: patch series already applied ({applied}), nothing changed"
+        return f"{label}: patch series already applied ({applied}{status.spread}), nothing changed"
 
     not_pristine = [f for f in status.files if f.state != PRISTINE]
     if not_pristine:
-        reasons = []
-        for f in not_pristine:
-            if f.state == MISSING:
-                reasons.append(f"{f.path} is missing")
-            elif f.state == PATCHED:
-                reasons.append(f"{f.path} is already patched")
-            else:
-                reasons.append(f"{f.path} differs from {label} as released")
+        reasons = [_refusal(f, status) for f in not_pristine]
         hint = (
             "run 'airflow-ext patch revert' first"
             if status.state == PARTIAL
-            else f"reinstall apache-airflow=={version} to restore it"
+            else _reinstall([f for f in not_pristine if f.state in (MODIFIED, MISSING)])
         )
         raise PatchError(f"refusing to patch {label}: {'; '.join(reasons)} ({hint}); nothing changed")
 
-    texts: dict[str, list[str]] = {}
-    for f in status.files:
-        lines = _decode(f.current or b"")
-        if lines is None:
-            raise PatchError(f"{f.path} of {label} is not UTF-8 text; nothing changed")
-        texts[f.path] = lines
-    for patch in status._parsed:
-        for diff in patch.diffs:
-            try:
-                texts[diff.path] = _apply_diff(texts[diff.path], diff, reverse=False)
-            except _Mismatch as mismatch:
-                raise PatchError(
-                    f"{patch.name} does not apply to {label}: hunk #{mismatch.hunk} for {diff.path} "
-                    f"fails at line {mismatch.line} ({mismatch.reason}; no fuzz); nothing changed"
-                ) from None
-
+    texts = _dry_run(status)
     changes = []
     for f in status.files:
         new = "".join(texts[f.path]).encode("utf-8")
@@ -603,64 +819,96 @@ def apply_series(
         if _reverse_file(new, diffs) != f.current:
             raise PatchError(f"the series for {label} does not reverse cleanly on {f.path}; nothing changed")
         if new != f.current:
-            changes.append((f.path, f.location, new, f.current or b""))
-    _commit(changes, version)
-    return f"{label}: applied {_plural(len(status._parsed), 'patch')} ({', '.join(status.patch_names)})"
+            changes.append(_Change(f, new, f.current or b""))
+    _commit(changes)
+    return (
+        f"{label}: applied {_plural(len(status._parsed), 'patch')}{status.spread} "
+        f"({', '.join(status.patch_names)})"
+    )
+
+
+def _dry_run(status: SeriesStatus) -> dict[str, list[str]]:
+    """Every patch applied in memory to the pristine files: ``{path: lines}``. Writes nothing."""
+    files = {f.path: f for f in status.files}
+    texts: dict[str, list[str]] = {}
+    for f in status.files:
+        lines = _decode(f.current or b"")
+        if lines is None:
+            raise PatchError(f"{f.path} of {f.distribution} is not UTF-8 text; nothing changed")
+        texts[f.path] = lines
+    for patch in status._parsed:
+        for diff in patch.diffs:
+            try:
+                texts[diff.path] = _apply_diff(texts[diff.path], diff, reverse=False)
+            except _Mismatch as mismatch:
+                owner = files[diff.path].distribution
+                raise PatchError(
+                    f"{patch.name} does not apply to {owner}: hunk #{mismatch.hunk} for {diff.path} "
+                    f"fails at line {mismatch.line} ({mismatch.reason}; no fuzz); nothing changed"
+                ) from None
+    return texts
 
 
 def check_series(
-    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+    *,
+    dist: metadata.Distribution | None = None,
+    dists: Sequence[metadata.Distribution] | None = None,
+    patches_root: os.PathLike | str | None = None,
 ) -> str:
     """Succeed iff the series is applied and every patched file is exactly as the series makes it."""
-    status = series_status(dist=dist, patches_root=patches_root)
-    label = f"{DIST_NAME} {status.version}"
+    status = series_status(dist=dist, dists=dists, patches_root=patches_root)
+    label = status.label
     state = status.state
     if state == APPLIED:
         return (
             f"{label}: patch series applied and intact "
-            f"({_plural(len(status._parsed), 'patch')}, {_plural(len(status.files), 'file')})"
+            f"({_plural(len(status._parsed), 'patch')}, {_plural(len(status.files), 'file')}{status.spread})"
         )
     if state == NOT_APPLIED:
         raise PatchError(
-            f"{label}: patch series not applied (all {_plural(len(status.files), 'target file')} "
-            "are as released); run 'airflow-ext patch apply'"
+            f"{label}: patch series not applied (all {_plural(len(status.files), 'target file')}"
+            f"{status.spread} are as released); run 'airflow-ext patch apply'"
         )
     if state == PARTIAL:
         raise PatchError(
             f"{label}: patch series modified, only partially applied (patched: "
-            f"{', '.join(status.paths(PATCHED))}; as released: {', '.join(status.paths(PRISTINE))})"
+            f"{', '.join(status.named(PATCHED))}; as released: {', '.join(status.named(PRISTINE))})"
         )
     parts = []
     if status.paths(MODIFIED):
-        parts.append(f"{_are(status.paths(MODIFIED))} neither as released nor exactly as patched")
+        parts.append(f"{_are(status.named(MODIFIED))} neither as released nor exactly as patched")
     if status.paths(MISSING):
-        parts.append(f"{_are(status.paths(MISSING))} missing")
+        parts.append(f"{_are(status.named(MISSING))} missing")
     raise PatchError(f"{label}: patched files modified: {'; '.join(parts)}")
 
 
 def revert_series(
-    *, dist: metadata.Distribution | None = None, patches_root: os.PathLike | str | None = None
+    *,
+    dist: metadata.Distribution | None = None,
+    dists: Sequence[metadata.Distribution] | None = None,
+    patches_root: os.PathLike | str | None = None,
 ) -> str:
-    """Restore every patched file byte for byte (verified against RECORD), all or nothing."""
-    status = series_status(dist=dist, patches_root=patches_root)
-    label = f"{DIST_NAME} {status.version}"
+    """Restore every patched file byte for byte (verified against its RECORD), all or nothing."""
+    status = series_status(dist=dist, dists=dists, patches_root=patches_root)
+    label = status.label
     if status.state == NOT_APPLIED:
         return f"{label}: patch series not applied, nothing to revert"
-    bad = status.paths(MODIFIED, MISSING)
+    bad = [f for f in status.files if f.state in (MODIFIED, MISSING)]
     if bad:
         raise PatchError(
-            f"cannot revert on {label}: {_are(bad)} neither as released nor exactly as patched "
-            f"(reinstall apache-airflow=={status.version} to restore it); nothing changed"
+            f"cannot revert on {label}: {_are(status.named(MODIFIED, MISSING))} neither as released nor "
+            f"exactly as patched ({_reinstall(bad)}); nothing changed"
         )
     # Files already pristine (a partially applied series) are left alone; every patched file's
-    # reverse-applied bytes were verified against RECORD by series_status().
+    # reverse-applied bytes were verified against its owner's RECORD by series_status().
     changes = [
-        (f.path, f.location, f.reverted, f.current or b"")
+        _Change(f, f.reverted, f.current or b"")
         for f in status.files
         if f.state == PATCHED and f.reverted is not None
     ]
-    _commit(changes, status.version)
+    _commit(changes)
+    restored = [status.name(change.file) for change in changes]
     return (
         f"{label}: reverted {_plural(len(status._parsed), 'patch')}; "
-        f"restored {_plural(len(changes), 'file')} as released ({', '.join(c[0] for c in changes)})"
+        f"restored {_plural(len(changes), 'file')} as released ({', '.join(restored)})"
     )

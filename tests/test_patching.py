@@ -1,8 +1,11 @@
-"""Tests for airflow_ext.patching against a synthetic installed apache-airflow distribution.
+"""Tests for airflow_ext.patching against synthetic installed distributions.
 
 No real Airflow is needed (and none is modified): each test builds ``site/fakepkg/*.py`` plus an
 ``apache_airflow-9.9.9.dist-info`` with real sha256 RECORD entries in tmp_path, and a patch series
-for 9.9.9. One test dry-runs the repository's real 2.11.2 series on copies of the real files.
+for 9.9.9. The Airflow 3.x layout is mimicked by ``MultiEnv``: apache-airflow 9.9.9 as a
+meta-package, its code split between fake-core 9.9.9 and fake-sdk 1.2.3, and a ``distributions``
+file naming both. Two tests dry-run the repository's real 2.11.2 and 3.3.2 series on copies of
+the real files, when that Airflow is installed.
 """
 
 from __future__ import annotations
@@ -451,6 +454,446 @@ def test_lf_patch_does_not_apply_to_crlf_file(tmp_path):
     assert env.read("fakepkg/alpha.py") == b"one\r\ntwo\r\n"
 
 
+# --- several distributions (the Airflow 3.x layout) -------------------------------------------
+
+SDK_VERSION = "1.2.3"
+CORE_FILES = {"fakepkg/alpha.py": ALPHA, "fakepkg/other.py": OTHER}
+SDK_FILES = {"fakepkg/sdk/beta.py": BETA}  # like airflow/sdk/: the same package, another distribution
+# Patch 0002 now touches a file of each distribution: fake-sdk's beta and fake-core's alpha.
+PATCH_2_SPLIT = PATCH_2.replace("fakepkg/beta.py", "fakepkg/sdk/beta.py")
+DISTRIBUTIONS = lines(
+    "# what the 9.9.9 series patches",
+    "",
+    "fake-core==9.9.9",
+    "Fake_SDK == 1.2.3  # names are normalized, comments ignored",
+)
+
+
+def info_dir(site: Path, name: str, version: str) -> Path:
+    return site / f"{name.replace('-', '_')}-{version}.dist-info"
+
+
+def install(site: Path, name: str, version: str, files: dict[str, bytes]) -> metadata.PathDistribution:
+    """Put *files* and a ``<name>-<version>.dist-info`` with METADATA and a sha256 RECORD under *site*."""
+    record = []
+    for rel, data in files.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        record.append(f"{rel},{record_hash(data)},{len(data)}")
+    info = info_dir(site, name, version)
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    record.append(f"{info.name}/RECORD,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+    return metadata.PathDistribution(info)
+
+
+class MultiEnv(Env):
+    """apache-airflow 9.9.9 as a meta-package; its code in fake-core 9.9.9 and fake-sdk 1.2.3.
+
+    Builds its own site (Env.__init__ is not called) and reuses Env's path/read/snapshot helpers.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        core_name: str = "fake-core",
+        sdk_version: str = SDK_VERSION,
+        distributions: str | None = DISTRIBUTIONS,
+        patches: dict[str, str] | None = None,
+    ):
+        self.site = tmp_path / "site"
+        self.root = tmp_path / "patches"
+        self.originals = {**CORE_FILES, **SDK_FILES}
+        self.meta = install(self.site, "apache-airflow", VERSION, {})
+        self.core = install(self.site, core_name, VERSION, CORE_FILES)
+        self.sdk = install(self.site, "fake-sdk", sdk_version, SDK_FILES)
+        self.dists = [self.meta, self.core, self.sdk]
+
+        series_dir = self.root / VERSION
+        series_dir.mkdir(parents=True)
+        patches = patches or {
+            "0001-alpha-two-hunks.patch": PATCH_1,
+            "0002-beta-and-alpha-tail.patch": PATCH_2_SPLIT,
+        }
+        for name, text in patches.items():
+            (series_dir / name).write_text(text)
+        (series_dir / "series").write_text(lines(*patches))
+        if distributions is not None:
+            (series_dir / "distributions").write_text(distributions)
+
+    def kw(self) -> dict:
+        return {"dist": self.meta, "dists": self.dists, "patches_root": self.root}
+
+    def edit_record(self, name: str, version: str, edit) -> None:
+        record = info_dir(self.site, name, version) / "RECORD"
+        record.write_text(edit(record.read_text()))
+
+
+@pytest.fixture
+def multi(tmp_path) -> MultiEnv:
+    return MultiEnv(tmp_path)
+
+
+PATCHED_MULTI = {
+    "fakepkg/alpha.py": ALPHA_PATCHED,
+    "fakepkg/other.py": OTHER,
+    "fakepkg/sdk/beta.py": BETA_PATCHED,
+}
+ACTIONS = [patching.apply_series, patching.check_series, patching.revert_series]
+STRAY = lines("---", "--- a/fakepkg/stray.py", "+++ b/fakepkg/stray.py", "@@ -1 +1 @@", "-a", "+b")
+
+
+def no_temp_files(env: Env) -> bool:
+    return not list(env.site.rglob("*.airflow-ext"))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, [("apache-airflow", VERSION)]),  # no file: the 2.x case
+        (DISTRIBUTIONS, [("fake-core", "9.9.9"), ("fake-sdk", "1.2.3")]),
+        ("apache-airflow-core==3.3.2\napache-airflow-task-sdk==1.3.2", None),  # no final newline
+        ("  Apache.Airflow_Core==3.3.2rc1+local.1\n", [("apache-airflow-core", "3.3.2rc1+local.1")]),
+    ],
+    ids=["no-file", "comments-and-normalized-names", "no-final-newline", "odd-spelling"],
+)
+def test_distributions_for(tmp_path, text, expected):
+    (tmp_path / VERSION).mkdir()
+    if text is not None:
+        (tmp_path / VERSION / "distributions").write_text(text)
+    if expected is None:
+        expected = [("apache-airflow-core", "3.3.2"), ("apache-airflow-task-sdk", "1.3.2")]
+    assert patching.distributions_for(VERSION, tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("fake-core>=9.9.9\n", ("line 1", "expected an exact pin 'name==version'", "'fake-core>=9.9.9'")),
+        ("fake-core===9.9.9\n", ("line 1", "expected an exact pin")),
+        ("# header\nfake-core\n", ("line 2", "expected an exact pin", "'fake-core'")),
+        ("fake core==9.9.9\n", ("line 1", "invalid distribution name 'fake core'")),
+        ("fake-core==\n", ("line 1", "invalid version '' for fake-core")),
+        ("fake-core==9.9.*\n", ("line 1", "invalid version '9.9.*'", "an exact version is needed")),
+        ("fake-core==9.9.9 fake-sdk==1.2.3\n", ("line 1", "invalid version '9.9.9 fake-sdk==1.2.3'")),
+        ("fake-core==9.9.9\n\nFake_Core==9.9.9\n", ("line 3", "fake-core is listed twice")),
+        ("# nothing yet\n\n", ("names no distribution",)),
+        (b"fake-core==9.9.9\xff\n", ("cannot read",)),
+    ],
+    ids=[
+        "range",
+        "arbitrary-equality",
+        "no-version",
+        "bad-name",
+        "empty-version",
+        "wildcard",
+        "two-on-a-line",
+        "duplicate",
+        "empty",
+        "not-utf8",
+    ],
+)
+def test_malformed_distributions_file_is_refused_and_nothing_written(tmp_path, text, fragments):
+    env = MultiEnv(tmp_path)
+    distributions = env.root / VERSION / "distributions"
+    distributions.write_bytes(text if isinstance(text, bytes) else text.encode())
+    set_old_mtimes(env)
+    before = env.snapshot()
+    for action in ACTIONS:
+        with pytest.raises(PatchError) as err:
+            action(**env.kw())
+        message = str(err.value)
+        assert f"the distributions file for apache-airflow {VERSION}" in message
+        assert message.endswith("nothing changed")
+        for fragment in fragments:
+            assert fragment in message
+    assert env.snapshot() == before
+
+
+def test_apply_check_revert_across_two_distributions(multi):
+    status = patching.series_status(**multi.kw())
+    assert status.label == f"apache-airflow {VERSION}"
+    assert status.distributions == ["fake-core 9.9.9", "fake-sdk 1.2.3"]
+    owners = {f.path: (f.distribution, f.patches) for f in status.files}
+    assert owners == {
+        "fakepkg/alpha.py": (
+            "fake-core 9.9.9",
+            ["0001-alpha-two-hunks.patch", "0002-beta-and-alpha-tail.patch"],
+        ),
+        "fakepkg/sdk/beta.py": ("fake-sdk 1.2.3", ["0002-beta-and-alpha-tail.patch"]),
+    }  # one patch, files of both distributions
+
+    message = patching.apply_series(**multi.kw())
+    assert message == (
+        "apache-airflow 9.9.9: applied 2 patches in fake-core 9.9.9 and fake-sdk 1.2.3 "
+        "(0001-alpha-two-hunks.patch, 0002-beta-and-alpha-tail.patch)"
+    )
+    assert {rel: multi.read(rel) for rel in PATCHED_MULTI} == PATCHED_MULTI
+    assert patching.check_series(**multi.kw()) == (
+        "apache-airflow 9.9.9: patch series applied and intact "
+        "(2 patches, 2 files in fake-core 9.9.9 and fake-sdk 1.2.3)"
+    )
+
+    set_old_mtimes(multi)
+    before = multi.snapshot()
+    assert "already applied" in patching.apply_series(**multi.kw())
+    assert multi.snapshot() == before
+
+    message = patching.revert_series(**multi.kw())
+    assert message == (
+        "apache-airflow 9.9.9: reverted 2 patches; restored 2 files as released "
+        "(fakepkg/alpha.py of fake-core 9.9.9, fakepkg/sdk/beta.py of fake-sdk 1.2.3)"
+    )
+    for rel, original in multi.originals.items():
+        assert multi.read(rel) == original  # byte for byte, hence the RECORD hash too
+    assert patching.series_status(**multi.kw()).state == patching.NOT_APPLIED
+    assert no_temp_files(multi)
+
+
+def test_revert_after_repeated_cycles_is_byte_for_byte(multi):
+    for _ in range(3):
+        patching.apply_series(**multi.kw())
+        patching.revert_series(**multi.kw())
+    assert {rel: multi.read(rel) for rel in multi.originals} == multi.originals
+    with pytest.raises(PatchError, match="not applied"):
+        patching.check_series(**multi.kw())
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (
+            lambda path: path.write_bytes(BETA + b"\n# local hack\n"),
+            "differs from fake-sdk 1.2.3 as released",
+        ),
+        (lambda path: path.unlink(), "of fake-sdk 1.2.3 is missing"),
+    ],
+    ids=["modified", "missing"],
+)
+def test_damaged_file_in_second_dist_refuses_apply_and_writes_nothing_in_first(multi, damage, fragment):
+    damage(multi.path("fakepkg/sdk/beta.py"))
+    set_old_mtimes(multi)
+    before = multi.snapshot()
+    with pytest.raises(PatchError) as err:
+        patching.apply_series(**multi.kw())
+    message = str(err.value)
+    assert message.startswith(f"refusing to patch apache-airflow {VERSION}: fakepkg/sdk/beta.py ")
+    assert fragment in message
+    assert "(reinstall fake-sdk==1.2.3 to restore it); nothing changed" in message
+    assert "fakepkg/alpha.py" not in message and "fake-core==" not in message
+    assert "local hack" not in message  # never file contents
+    # Bytes and mtimes of both distributions' files: fake-core's pristine alpha was not patched.
+    assert multi.snapshot() == before
+    assert multi.read("fakepkg/alpha.py") == ALPHA
+
+
+def test_check_and_revert_name_the_distribution_of_a_tampered_file(multi):
+    patching.apply_series(**multi.kw())
+    with multi.path("fakepkg/sdk/beta.py").open("ab") as fh:
+        fh.write(b"\n# tampered\n")
+    with pytest.raises(PatchError) as err:
+        patching.check_series(**multi.kw())
+    assert str(err.value) == (
+        "apache-airflow 9.9.9: patched files modified: fakepkg/sdk/beta.py of fake-sdk 1.2.3 "
+        "is neither as released nor exactly as patched"
+    )
+    set_old_mtimes(multi)
+    before = multi.snapshot()
+    with pytest.raises(PatchError) as err:
+        patching.revert_series(**multi.kw())
+    assert "fakepkg/sdk/beta.py of fake-sdk 1.2.3" in str(err.value)
+    assert "(reinstall fake-sdk==1.2.3 to restore it); nothing changed" in str(err.value)
+    assert multi.snapshot() == before  # fake-core's patched alpha stays patched
+    assert multi.read("fakepkg/alpha.py") == ALPHA_PATCHED
+
+
+def test_partially_applied_across_distributions(multi):
+    patching.apply_series(**multi.kw())
+    multi.path("fakepkg/sdk/beta.py").write_bytes(BETA)  # fake-sdk as released, fake-core patched
+    with pytest.raises(PatchError) as err:
+        patching.check_series(**multi.kw())
+    assert (
+        "(patched: fakepkg/alpha.py of fake-core 9.9.9; as released: fakepkg/sdk/beta.py of fake-sdk"
+        in str(err.value)
+    )
+    with pytest.raises(PatchError, match="run 'airflow-ext patch revert' first"):
+        patching.apply_series(**multi.kw())
+    patching.revert_series(**multi.kw())
+    assert {rel: multi.read(rel) for rel in multi.originals} == multi.originals
+
+
+def _fail_for_sdk_files(real):
+    """A stand-in for os.replace / tempfile.mkstemp that fails on files under fakepkg/sdk/."""
+
+    def fake(*args, **kwargs):
+        where = args[1] if len(args) > 1 else kwargs.get("dir", "")  # os.replace's dst, mkstemp's dir
+        if "sdk" in Path(where).parts:
+            raise PermissionError(13, "Permission denied")
+        fake.succeeded.append(Path(where).name)
+        return real(*args, **kwargs)
+
+    fake.succeeded = []
+    return fake
+
+
+@pytest.mark.parametrize("action", ["apply", "revert"])
+def test_failing_rename_in_second_dist_restores_the_first(multi, monkeypatch, action):
+    if action == "revert":
+        patching.apply_series(**multi.kw())
+    expected = {rel: multi.read(rel) for rel in multi.originals}
+    replace = _fail_for_sdk_files(os.replace)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(PatchError) as err:
+        getattr(patching, f"{action}_series")(**multi.kw())
+    assert str(err.value) == (
+        "cannot replace fakepkg/sdk/beta.py of fake-sdk 1.2.3: Permission denied; nothing changed"
+    )
+    assert replace.succeeded == ["alpha.py", "alpha.py"]  # replaced, then put back
+    # fake-core's alpha had been replaced already; it was put back.
+    assert {rel: multi.read(rel) for rel in multi.originals} == expected
+    assert no_temp_files(multi)
+    monkeypatch.undo()
+    state = patching.APPLIED if action == "revert" else patching.NOT_APPLIED
+    assert patching.series_status(**multi.kw()).state == state
+
+
+def test_failing_temp_file_in_second_dist_writes_nothing(multi, monkeypatch):
+    set_old_mtimes(multi)
+    before = multi.snapshot()
+    monkeypatch.setattr(patching.tempfile, "mkstemp", _fail_for_sdk_files(patching.tempfile.mkstemp))
+    with pytest.raises(PatchError) as err:
+        patching.apply_series(**multi.kw())
+    assert str(err.value) == (
+        "cannot write fakepkg/sdk/beta.py of fake-sdk 1.2.3: Permission denied; nothing changed"
+    )
+    assert multi.snapshot() == before  # fake-core's temp file was removed, alpha never replaced
+
+
+NEEDS = "the patch series for apache-airflow 9.9.9 needs "
+
+
+@pytest.mark.parametrize(
+    "sdk_version, left_out, patches, expected",
+    [
+        (SDK_VERSION, "sdk", None, NEEDS + "fake-sdk==1.2.3, but it is not installed; nothing changed"),
+        (SDK_VERSION, "core", None, NEEDS + "fake-core==9.9.9, but it is not installed; nothing changed"),
+        ("1.2.4", None, None, NEEDS + "fake-sdk==1.2.3, but 1.2.4 is installed; nothing changed"),
+        # The pins are checked before anything else: this series' patch is not even read.
+        (
+            "1.2.4",
+            None,
+            {"0001-stray.patch": STRAY},
+            NEEDS + "fake-sdk==1.2.3, but 1.2.4 is installed; nothing changed",
+        ),
+    ],
+    ids=["sdk-missing", "core-missing", "sdk-wrong-version", "checked-first"],
+)
+def test_distribution_not_installed_as_the_series_needs(tmp_path, sdk_version, left_out, patches, expected):
+    env = MultiEnv(tmp_path, sdk_version=sdk_version, patches=patches)
+    if left_out:
+        env.dists.remove(getattr(env, left_out))
+    set_old_mtimes(env)
+    before = env.snapshot()
+    for action in ACTIONS:
+        with pytest.raises(PatchError) as err:
+            action(**env.kw())
+        assert str(err.value) == expected
+    assert env.snapshot() == before
+
+
+def _list_alpha_in_sdk_record(text: str) -> str:
+    return text + f"fakepkg/alpha.py,{record_hash(ALPHA)},{len(ALPHA)}\n"
+
+
+@pytest.mark.parametrize(
+    "patches, edit, expected",
+    [
+        (
+            {"0001-stray.patch": STRAY},
+            None,
+            "0001-stray.patch patches fakepkg/stray.py, which is not in the RECORD of fake-core 9.9.9 "
+            "or fake-sdk 1.2.3; nothing changed",
+        ),
+        (
+            None,
+            _list_alpha_in_sdk_record,
+            "0001-alpha-two-hunks.patch patches fakepkg/alpha.py, which the RECORDs of fake-core 9.9.9 "
+            "and fake-sdk 1.2.3 each list, so it is unclear which release to verify it against; "
+            "nothing changed",
+        ),
+        (
+            None,
+            lambda text: text.replace(f"fakepkg/sdk/beta.py,{record_hash(BETA)},", "fakepkg/sdk/beta.py,,"),
+            "0002-beta-and-alpha-tail.patch patches fakepkg/sdk/beta.py, which has no hash in the RECORD "
+            "of fake-sdk 1.2.3; nothing changed",
+        ),
+    ],
+    ids=["owned-by-none", "owned-by-two", "no-hash"],
+)
+def test_file_owned_by_no_single_distribution_is_refused(tmp_path, patches, edit, expected):
+    env = MultiEnv(tmp_path, patches=patches)
+    if edit is not None:
+        env.edit_record("fake-sdk", SDK_VERSION, edit)
+    before = env.snapshot()
+    for action in ACTIONS:
+        with pytest.raises(PatchError) as err:
+            action(**env.kw())
+        assert str(err.value) == expected
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "installed, label",
+    [
+        (["meta", "core", "sdk"], "apache-airflow 9.9.9"),
+        (["core", "sdk"], "apache-airflow-core 9.9.9"),  # no meta-package: the core's version chooses
+    ],
+)
+def test_series_chosen_by_apache_airflow_else_apache_airflow_core(tmp_path, installed, label):
+    env = MultiEnv(
+        tmp_path,
+        core_name="apache-airflow-core",
+        distributions="apache-airflow-core==9.9.9\nfake-sdk==1.2.3\n",
+    )
+    dists = [getattr(env, name) for name in installed]
+    message = patching.apply_series(dists=dists, patches_root=env.root)
+    assert message.startswith(f"{label}: applied 2 patches in apache-airflow-core 9.9.9 and fake-sdk 1.2.3 ")
+    assert patching.check_series(dists=dists, patches_root=env.root).startswith(f"{label}: ")
+
+
+def test_neither_apache_airflow_nor_core_installed(multi):
+    with pytest.raises(PatchError) as err:
+        patching.series_status(dists=[multi.sdk], patches_root=multi.root)
+    assert (
+        str(err.value)
+        == "neither apache-airflow nor apache-airflow-core is installed in this Python environment"
+    )
+
+
+def test_without_distributions_file_the_series_patches_apache_airflow(tmp_path):
+    # apache-airflow is the meta-package here, so it owns none of the files the series patches.
+    env = MultiEnv(tmp_path, distributions=None)
+    with pytest.raises(
+        PatchError, match=r"fakepkg/alpha\.py, which is not in the RECORD of apache-airflow 9\.9\.9"
+    ):
+        patching.apply_series(**env.kw())
+
+
+def test_distributions_file_naming_apache_airflow_alone_changes_nothing(tmp_path):
+    plain, pinned = Env(tmp_path / "plain"), Env(tmp_path / "pinned")
+    (pinned.root / VERSION / "distributions").write_text("apache-airflow==9.9.9\n")
+    for action in ACTIONS:
+        assert action(**plain.kw()) == action(**pinned.kw())
+    with pytest.raises(PatchError) as plain_err:
+        patching.check_series(**plain.kw())
+    with pytest.raises(PatchError) as pinned_err:
+        patching.check_series(**pinned.kw())
+    assert str(plain_err.value) == str(pinned_err.value)
+
+
 # --- the real series ----------------------------------------------------------------------------
 
 
@@ -517,3 +960,78 @@ def _sha256_record(data: bytes) -> str:
     """The sha256 field of a RECORD line for ``data``."""
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"sha256={digest}"
+
+
+REAL_3X_VERSION = "3.3.2"
+
+
+def _installed_airflow() -> metadata.Distribution | None:
+    """What chooses the series: apache-airflow, else apache-airflow-core (Airflow 3 without the meta)."""
+    for name in ("apache-airflow", "apache-airflow-core"):
+        try:
+            return metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _normalized(dist: metadata.Distribution) -> str:
+    return dist.metadata["Name"].lower().replace("_", "-").replace(".", "-")
+
+
+def _copy_dist_info(site: Path, dist: metadata.Distribution) -> metadata.PathDistribution:
+    """*dist*'s METADATA and RECORD under *site*: its RECORD then vouches for the copies there."""
+    info = info_dir(site, _normalized(dist), dist.version)
+    info.mkdir(parents=True)
+    for name in ("METADATA", "RECORD"):
+        (info / name).write_text(dist.read_text(name))
+    return metadata.PathDistribution(info)
+
+
+def test_real_3x_series_applies_to_copies_of_real_airflow_files(tmp_path):
+    version = REAL_3X_VERSION
+    if not (REPO_PATCHES / version / "series").is_file():
+        pytest.skip(f"patches/{version}/series does not exist (yet)")
+    real = _installed_airflow()
+    if real is None:
+        pytest.skip("neither apache-airflow nor apache-airflow-core is installed in this interpreter")
+    if real.version != version:
+        pytest.skip(f"installed Airflow is {real.version}, not {version}")
+    status = patching.series_status(patches_root=REPO_PATCHES)  # reads only, from this environment
+    if status.state not in (patching.NOT_APPLIED, patching.APPLIED):
+        pytest.fail(f"installed Airflow {version} is neither pristine nor patched ({status.state})")
+    installed_state = status.state
+    pins = patching.distributions_for(version, REPO_PATCHES)
+    assert {f.dist_name for f in status.files} == {name for name, _ in pins}, "every listed dist is patched"
+
+    # A tmp site-packages with every patched file and the dist-info of each distribution involved.
+    site = tmp_path / "site"
+    copies: dict[str, metadata.PathDistribution] = {}
+    for dist in [real, *(metadata.distribution(name) for name, _ in pins)]:
+        if _normalized(dist) not in copies:
+            copies[_normalized(dist)] = _copy_dist_info(site, dist)
+    for f in status.files:
+        (site / f.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f.location, site / f.path)
+    kw = {"dist": copies[_normalized(real)], "dists": list(copies.values()), "patches_root": REPO_PATCHES}
+    copied = patching.series_status(**kw)
+    assert copied.state == installed_state and copied.distributions == status.distributions
+    if installed_state == patching.APPLIED:  # the test environment is patched: start from released files
+        patching.revert_series(**kw)
+    originals = {f.path: (site / f.path).read_bytes() for f in copied.files}
+    for f in copied.files:
+        assert _sha256_record(originals[f.path]) in copies[f.dist_name].read_text("RECORD"), f.path
+
+    message = patching.apply_series(**kw)
+    assert version in message and all(p.name in message for p in status.patches)
+    patching.check_series(**kw)
+    for rel, original in originals.items():
+        patched = (site / rel).read_bytes()
+        assert patched != original, rel
+        if rel.endswith(".py"):
+            compile(patched, rel, "exec")  # still valid Python
+
+    patching.revert_series(**kw)
+    assert {rel: (site / rel).read_bytes() for rel in originals} == originals
+    # the real installation was only read
+    assert patching.series_status(patches_root=REPO_PATCHES).state == installed_state

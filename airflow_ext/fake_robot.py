@@ -330,7 +330,10 @@ class FakeRobot:
         block_s: float = BLOCK_S,
         echo: Callable[[str], None] | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        dedup_msg_uuid: bool = True,
     ) -> None:
+        """``dedup_msg_uuid=False`` stores a repeated ``msgUuid`` like any message: tests that prove
+        exactly-once delivery use it, so that they count what the sender sent, not what the robot kept."""
         if rate_limit < 1:
             raise ValueError("rate_limit must be >= 1")
         self._token = access_token
@@ -343,6 +346,7 @@ class FakeRobot:
         self._block_s = float(block_s)
         self._echo = echo
         self._on_message = on_message
+        self._dedup_msg_uuid = dedup_msg_uuid
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -594,7 +598,7 @@ class FakeRobot:
         pinged, at_all = _mentions(parsed)
         msg_uuid = parsed.get("msgUuid")
         with self._cond:
-            if msg_uuid is not None and msg_uuid in self._seen_uuids:
+            if self._dedup_msg_uuid and msg_uuid is not None and msg_uuid in self._seen_uuids:
                 return None  # idempotent repeat: ok, but not stored and not counted
             now = time.monotonic()
             if now < self._blocked_until:  # another thread tripped the limit meanwhile
@@ -668,6 +672,11 @@ def main(argv: list[str] | None = None) -> int:
         "--port-file", default=None, metavar="PATH", help="write the bound port number to PATH once listening"
     )
     parser.add_argument("--quiet", action="store_true", help="do not echo messages to stdout")
+    parser.add_argument(
+        "--keep-repeated-msguuid",
+        action="store_true",
+        help="store a message whose msgUuid was seen before instead of dropping it (shows duplicates)",
+    )
     args = parser.parse_args(argv)
 
     if hasattr(sys.stdout, "reconfigure"):
@@ -700,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         block_s=args.block_s,
         echo=None if args.quiet else echo,
         on_message=on_message,
+        dedup_msg_uuid=not args.keep_repeated_msguuid,
     )
 
     stop = threading.Event()

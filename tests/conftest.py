@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,53 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "e2e" / "dags"
 BIN = Path(sys.executable).parent
 
+
+
+def _installed_airflow_line() -> str | None:
+    """The major version of the Airflow in this environment ("2" or "3"), read without importing it."""
+    for name in ("apache-airflow", "apache-airflow-core"):
+        try:
+            return metadata.version(name).split(".", 1)[0]
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+#: Tests marked ``airflow2`` or ``airflow3`` run only on that line; everything else runs on both.
+AIRFLOW_LINE = _installed_airflow_line()
+
 #: Credentials of the local robot. Tests grep every output for them: they must never be printed.
 ROBOT_TOKEN = "tok-3f9a1c77e2b54d0b"
 ROBOT_SECRET = "SEC8c1d0f4e6a2b9d7e5f3a1c0b9e8d7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0"
 ROBOT_KEYWORD = "Airflow"
 
 
+def pytest_configure(config):
+    expected = os.environ.get("DINGBOT_AIRFLOW_LINE")
+    if expected and expected != AIRFLOW_LINE:
+        raise pytest.UsageError(
+            f"this environment is for Airflow {expected}.x but apache-airflow {AIRFLOW_LINE}.x is installed"
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect (not skip) the other line's tests: the summary counts them as deselected."""
+    other = {"2": "airflow3", "3": "airflow2"}.get(AIRFLOW_LINE or "")
+    keep, dropped = [], []
+    for item in items:
+        (dropped if other and item.get_closest_marker(other) else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture
 def robot():
-    with FakeRobot(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD) as fake:
+    """The local robot, keeping every message it accepts, a repeated msgUuid too: exactly-once is
+    counted at the robot, so what the tests count is what was sent, not what DingTalk would keep."""
+    with FakeRobot(
+        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+    ) as fake:
         yield fake
 
 

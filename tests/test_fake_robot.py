@@ -550,3 +550,10 @@ def test_cli_subprocess(tmp_path):
     for secret_thing in (TOKEN, SECRET):
         assert secret_thing not in stdout
         assert secret_thing not in err.decode("utf-8")
+
+
+def test_repeated_msg_uuid_kept_when_dedup_is_off():
+    with FakeRobot(TOKEN, dedup_msg_uuid=False) as r:
+        assert errcode_of(post(r.url, txt("a", msgUuid="u-1"))) == 0
+        assert errcode_of(post(r.url, txt("a again", msgUuid="u-1"))) == 0
+        assert [m["body"]["msgUuid"] for m in r.messages] == ["u-1", "u-1"]

@@ -201,7 +201,9 @@ def scheduled_run(airflow_base_env, tmp_path_factory) -> ScheduledRun:
     with postgres_metadata_database() as database_url:
         engine = create_engine(database_url, poolclass=NullPool)
         try:
-            with FakeRobot(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD) as robot:
+            with FakeRobot(
+                access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+            ) as robot:
                 yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
         finally:
             engine.dispose()

@@ -1,7 +1,7 @@
 """The demo: a DAG that retries, then fails, and the DingTalk alerts its two failed tries send.
 
-Runs in the environment `tox -e demo` builds: pinned Airflow 2.11.2 with the patch series applied,
-SQLite in a local AIRFLOW_HOME. Alerts go to the local DingTalk-compatible robot started here (it
+Runs in the environment `tox -e demo` builds (pinned Airflow 3.3.2; `tox -e demo-airflow2` for
+2.11.2) with the patch series applied, SQLite in a local AIRFLOW_HOME. Alerts go to the local DingTalk-compatible robot started here (it
 checks signatures and keywords like DingTalk and prints each message as the group would see it),
 or to your real robot when AIRFLOW__DINGDING__BOT_URL (and, if it signs, ..._SECRET) is set.
 """
@@ -75,7 +75,8 @@ def main() -> int:
         log_file = home / "dags-test.log"
         log_file.write_text(run.stdout + run.stderr)
         for line in (run.stdout + run.stderr).splitlines():
-            if re.search(r"Marking task as|DingTalk .* alert", line):
+            # Airflow 2 says "Marking task as FAILED", Airflow 3 "Task instance state updated ... new_state=".
+            if re.search(r"Marking task as|new_state=|DingTalk .* alert", line):
                 print("   ", line.split(" - ", 1)[-1])
         print(f"    (full log: {log_file})")
 

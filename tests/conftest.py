@@ -147,6 +147,13 @@ def airflow(airflow_base_env):
     return _run
 
 
+def marked(output: str, state: str) -> bool:
+    """Whether Airflow's output says a try ended in ``state`` ("failed", "up_for_retry"): Airflow 2
+    logs "Marking task as FAILED", Airflow 3's execution API "Task instance state updated ...
+    new_state=failed"."""
+    return f"Marking task as {state.upper()}" in output or f"new_state={state}" in output
+
+
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
         assert ROBOT_TOKEN not in text, "the access_token leaked into output"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.fresh_venv
+pytestmark = [pytest.mark.fresh_venv, pytest.mark.airflow2]
 
 LOCK = REPO_ROOT / "requirements" / "lock-airflow-2.11.2-py3.11.txt"
 TARGETS = ("airflow/configuration.py", "airflow/models/baseoperator.py", "airflow/models/taskinstance.py")

@@ -9,9 +9,9 @@ with its own task object, and task processes have no database:
   segfault, ``os._exit``): Airflow itself reports nothing. The task runner leaves the task's
   flags in a :mod:`~airflow_ext.handoff` note at start-up (:func:`task_started`), which
   ``finalize`` removes once it has handled the try, so exactly one of the two alerts.
-* the scheduler's ``TaskInstance.handle_failure`` (patch 0006), for failures the task never
-  recorded: killed externally, a worker that could not start it, and the heartbeat-timeout path
-  (which Airflow 3.3.2 runs twice for callbacks, but once through ``handle_failure``).
+* the scheduler's executor-event path (patch 0006), for failures the task never recorded: killed
+  externally, a worker that could not start it, and the heartbeat-timeout path (which Airflow
+  3.3.2 runs twice for callbacks, but once through this path).
 
 Every function here is called from Airflow's failure handling and never raises.
 """
@@ -23,7 +23,7 @@ import signal
 from typing import Any
 
 from airflow_ext import handoff
-from airflow_ext.alert import Alert, local_hostname
+from airflow_ext.alert import Alert, AlertKind, local_hostname
 from airflow_ext.hooks import alert_kind, deliver_alert, wants_alert
 
 log = logging.getLogger(__name__)
@@ -82,16 +82,29 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any) -> None:
         log.exception("DingTalk alert for %s.%s was not sent", ti.dag_id, ti.task_id)
 
 
-def scheduler_failed_task(ti: Any, error: None | str) -> None:
-    """Scheduler's ``TaskInstance.handle_failure``: the state is decided, the task is deserialized."""
+def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -> None:
+    """Scheduler's ``process_executor_events``, right before ``TaskInstance.handle_failure``.
+
+    The outcome is decided as ``handle_failure`` decides it. One report is skipped: the executor
+    says the workload *succeeded* while the task instance is still running. That is a worker whose
+    supervisor survived the task process (SIGKILL with retries left: Airflow 3.3.2's supervisor
+    leaves UP_FOR_RETRY to the scheduler) and has already sent the alert, naming the signal.
+    """
     try:
-        kind = alert_kind(ti.state)
+        if getattr(executor_state, "value", executor_state) == "success" and _state(ti) == "running":
+            return
+        kind = AlertKind.RETRY if ti.is_eligible_to_retry() else AlertKind.FAILURE
         if not wants_alert(kind, getattr(ti, "task", None)):
             return
         logical_date = getattr(getattr(ti, "dag_run", None), "logical_date", None)
         deliver_alert(Alert.from_task_instance(ti, error, kind, logical_date=logical_date))
     except Exception:
         log.exception("DingTalk alert for %s was not sent", ti)
+
+
+def _state(ti: Any) -> str | None:
+    state = getattr(ti, "state", None)
+    return getattr(state, "value", state)
 
 
 def _killed_process_alert(ti: Any, exit_code: int | None, kind, note: handoff.Handoff) -> Alert:

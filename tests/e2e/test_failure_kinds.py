@@ -32,7 +32,8 @@ from tests.conftest import (
 from tests.e2e.test_storm_localexecutor import all_named, named_in, start, stop_all, tail
 from tests.outbox.conftest import postgres_metadata_database
 
-pytestmark = pytest.mark.e2e
+# Airflow 2.x: scheduler and triggerer without an api-server; 3.x: test_lifecycle_airflow3.py.
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
 
 OUTCOME_WORDS = {"failed": "final failure", "will retry": "will retry"}
 FINISHED = {"success", "failed", "skipped"}

@@ -46,7 +46,7 @@ from tests.conftest import (
 from tests.e2e.test_storm_localexecutor import named_in, start, stop_all, tail
 from tests.outbox.conftest import postgres_metadata_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
 
 DAG_ID = "dingbot_killed"  # as in dags/dingbot_killed.py
 RUN_ID = "e2e_killed"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import BIN, E2E_DAGS, ROBOT_SECRET, ROBOT_TOKEN, robot_env, run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]  # 3.x: test_lifecycle_airflow3.py
 
 DAG_ID = "dingbot_default_args"
 

@@ -11,7 +11,7 @@ from airflow_ext import hooks
 from airflow_ext.alert import AlertKind
 from tests.conftest import E2E_DAGS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,102 @@
+"""Every way a try can end badly, for the real services of Airflow 3 (tests/e2e/test_lifecycle_airflow3.py).
+
+* ``raises`` / ``times_out`` / ``sensor_times_out`` / ``deferral_times_out``: handled by the task
+  runner's ``finalize`` on the worker;
+* ``oom_killed`` (both tries) and ``mapped_killed`` [map index 1] SIGKILL their own task process,
+  as the OOM killer would: only the supervisor sees it;
+* ``supervisor_killed`` SIGKILLs its supervisor and then itself: the scheduler finds it by its
+  missing heartbeat;
+* ``worker_cannot_start`` runs on a queue whose coordinator does not exist, so the worker fails it
+  while it is still queued and the scheduler handles the executor's report;
+* ``flags_off`` fails without asking for alerts.
+
+Without DINGBOT_E2E_KILLS=1 in the environment nothing kills anything: those tasks just fail.
+"""
+
+import os
+import signal
+import time
+from datetime import timedelta
+
+from airflow import DAG
+from airflow.decorators import task
+from airflow.models.baseoperator import BaseOperator
+from airflow.operators.python import PythonOperator
+from airflow.sensors.python import PythonSensor
+from dingbot_e2e_common import START, fail, succeed
+
+try:  # Airflow 3
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+except ImportError:  # Airflow 2
+    from airflow.triggers.temporal import TimeDeltaTrigger
+
+DAG_ID = "dingbot_lifecycle"
+NOWHERE_QUEUE = "dingbot-nowhere"
+
+
+def _kill(*pids: int) -> None:
+    if os.environ.get("DINGBOT_E2E_KILLS") != "1":
+        raise RuntimeError("DINGBOT_E2E_KILLS is not set: only the lifecycle e2e test kills tasks")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def oom(**context):
+    _kill(os.getpid())
+
+
+def supervisor_and_task_die(**context):
+    _kill(os.getppid(), os.getpid())
+
+
+def sleep_long(**context):
+    time.sleep(60)
+
+
+class DefersForAnHour(BaseOperator):
+    """Defers with a one-hour trigger and a 2 s timeout: the deferral times out."""
+
+    def execute(self, context):
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(hours=1)),
+            method_name="resume",
+            timeout=timedelta(seconds=2),
+        )
+
+    def resume(self, context, event=None):
+        return "resumed"
+
+
+with DAG(
+    DAG_ID,
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args={"retries": 0, "retry_delay": timedelta(seconds=1), "ding_on_failure": True},
+):
+    PythonOperator(task_id="raises", python_callable=fail, retries=1, ding_on_retry=True)
+    PythonOperator(
+        task_id="times_out",
+        python_callable=sleep_long,
+        execution_timeout=timedelta(seconds=2),
+        retries=1,
+        ding_on_retry=True,
+    )
+    PythonSensor(
+        task_id="sensor_times_out", python_callable=lambda: False, poke_interval=1, timeout=3, mode="poke"
+    )
+    DefersForAnHour(task_id="deferral_times_out")
+    PythonOperator(task_id="oom_killed", python_callable=oom, retries=1, ding_on_retry=True)
+    PythonOperator(task_id="supervisor_killed", python_callable=supervisor_and_task_die)
+    PythonOperator(task_id="worker_cannot_start", python_callable=succeed, queue=NOWHERE_QUEUE)
+    PythonOperator(task_id="flags_off", python_callable=fail, ding_on_failure=False)
+
+    @task
+    def mapped_killed(i):
+        if i == 1:
+            _kill(os.getpid())
+        if i == 2:
+            raise ValueError("map index 2 fails on its own")
+        return i
+
+    mapped_killed.expand(i=[0, 1, 2])

@@ -1,0 +1,259 @@
+"""Airflow 3: every way a try can end badly gives exactly one alert, from whichever process saw it.
+
+The real api-server, scheduler, dag-processor and triggerer with LocalExecutor on PostgreSQL run
+dags/dingbot_lifecycle.py once. Each failed try must reach the robot exactly once (counted with
+the robot keeping repeated msgUuids), from the process that handled it: the task runner's
+``finalize`` (exceptions, execution and sensor timeouts, a timed-out deferral), the supervisor (a
+task process SIGKILLed, as the OOM killer does, where Airflow itself runs no callback and sends no
+email), or the scheduler (a task whose supervisor died too, found by its missing heartbeat, which
+Airflow 3.3.2 handles twice; a task the worker could not start). Final states are Airflow's own.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from airflow_ext.fake_robot import FakeRobot
+from tests.conftest import (
+    BIN,
+    ROBOT_KEYWORD,
+    ROBOT_SECRET,
+    ROBOT_TOKEN,
+    assert_no_secret,
+    local_executor_env,
+    robot_env,
+    run,
+)
+from tests.e2e.test_storm_localexecutor import all_named, start, stop_all, tail
+from tests.outbox.conftest import postgres_metadata_database
+
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
+
+DAG_ID = "dingbot_lifecycle"
+RUN_ID = "lifecycle_e2e"
+RUN_TIMEOUT_S = 300
+#: After the run ended: room for a late duplicate (Airflow's second heartbeat-timeout pass).
+QUIET_S = 15
+TERMINAL = {"success", "failed", "skipped", "upstream_failed", "removed"}
+
+#: (state, try_number) of each task instance at the end, as Airflow 3.3.2 gives them.
+EXPECTED_STATES = {
+    ("raises", -1): ("failed", 2),
+    ("times_out", -1): ("failed", 2),
+    ("sensor_times_out", -1): ("failed", 1),
+    ("deferral_times_out", -1): ("failed", 1),
+    ("oom_killed", -1): ("failed", 2),
+    ("supervisor_killed", -1): ("failed", 1),
+    ("worker_cannot_start", -1): ("failed", 1),
+    ("flags_off", -1): ("failed", 1),
+    ("mapped_killed", 0): ("success", 1),
+    ("mapped_killed", 1): ("failed", 1),
+    ("mapped_killed", 2): ("failed", 1),
+}
+#: (task, map index, try, outcome) of every alert, each exactly once; flags_off sends none.
+EXPECTED_ALERTS = [
+    ("raises", -1, 1, "will retry"),
+    ("raises", -1, 2, "failed"),
+    ("times_out", -1, 1, "will retry"),
+    ("times_out", -1, 2, "failed"),
+    ("sensor_times_out", -1, 1, "failed"),
+    ("deferral_times_out", -1, 1, "failed"),
+    ("oom_killed", -1, 1, "will retry"),
+    ("oom_killed", -1, 2, "failed"),
+    ("supervisor_killed", -1, 1, "failed"),
+    ("worker_cannot_start", -1, 1, "failed"),
+    ("mapped_killed", 1, 1, "failed"),
+    ("mapped_killed", 2, 1, "failed"),
+]
+#: What the alert of each task says, which shows the process that sent it.
+EVIDENCE = {
+    "raises": "ValueError",  # finalize: the exception itself
+    "times_out": "AirflowTaskTimeout",
+    "sensor_times_out": "AirflowSensorTimeout",
+    "deferral_times_out": "TaskDeferralTimeout",
+    "oom_killed": "killed by SIGKILL",  # the supervisor: the signal
+    "supervisor_killed": "reported that the task instance",  # the scheduler: the executor's report
+    "worker_cannot_start": "reported that the task instance",
+}
+
+
+@dataclasses.dataclass
+class Lifecycle:
+    messages: list[dict]
+    requests: list[dict]
+    states: dict[tuple[str, int], tuple[str, int]]
+    logs: list[Path]
+
+    def texts(self, task_id: str, map_index: int = -1) -> list[str]:
+        found = []
+        for message in self.messages:
+            text_ = message["body"]["markdown"]["text"]
+            named = all_named([message])
+            if [(n.task, n.map_index) for n in named] == [(task_id, map_index)]:
+                found.append(text_)
+        return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow3_services_env(base_env, home: Path, database_url: str, **overrides: str) -> dict[str, str]:
+    """LocalExecutor on ``database_url`` with its own api-server, which the workers call."""
+    port = _free_port()
+    return local_executor_env(
+        base_env,
+        home,
+        database_url,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__API_AUTH__JWT_SECRET="dingbot-e2e-jwt-secret-not-for-production",
+        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="60",
+        **overrides,
+    )
+
+
+def start_services(env: dict[str, str], tmp: Path, names: tuple[str, ...]):
+    """Start each Airflow service in its own process group; the api-server first, until it answers."""
+    airflow = str(BIN / "airflow")
+    processes, logs = [], {}
+    for name in names:
+        logs[name] = tmp / f"{name}.log"
+        processes.append(start([airflow, name], env, logs[name]))
+        if name == "api-server":
+            _wait_for_port(int(env["AIRFLOW__API__PORT"]), processes[-1], logs[name])
+    return processes, logs
+
+
+def _wait_for_port(port: int, process, log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the api-server exited early:\n{tail(log)}"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the api-server did not listen on {port} in {timeout_s} s:\n{tail(log)}")
+
+
+@pytest.fixture(scope="module")
+def lifecycle(airflow_base_env, tmp_path_factory) -> Lifecycle:
+    tmp = tmp_path_factory.mktemp("lifecycle3")
+    with postgres_metadata_database() as database_url, FakeRobot(
+        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+    ) as robot:
+        engine = create_engine(database_url, poolclass=NullPool)
+        try:
+            yield _run(airflow_base_env, database_url, engine, robot, tmp)
+        finally:
+            engine.dispose()
+
+
+def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
+    env = airflow3_services_env(
+        base_env,
+        tmp / "home",
+        database_url,
+        **robot_env(robot),
+        DINGBOT_E2E_KILLS="1",
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="10",
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="2",
+        AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="1",
+        # The task's queue goes to a coordinator whose class does not import: the worker cannot
+        # start that task (and only that one).
+        AIRFLOW__SDK__COORDINATORS='{"missing": {"classpath": "airflow_ext.no_such_module.Coordinator"}}',
+        AIRFLOW__SDK__QUEUE_TO_COORDINATOR='{"dingbot-nowhere": "missing"}',
+    )
+    airflow = str(BIN / "airflow")
+    for args in (["db", "migrate"], ["dags", "reserialize"]):
+        result = run([airflow, *args], env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    trigger = run([airflow, "dags", "trigger", DAG_ID, "--run-id", RUN_ID], env)
+    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+
+    def states() -> tuple[str | None, dict[tuple[str, int], tuple[str, int]]]:
+        where = {"dag": DAG_ID, "run": RUN_ID}
+        with engine.connect() as conn:
+            run_state = conn.execute(
+                text("SELECT state FROM dag_run WHERE dag_id = :dag AND run_id = :run"), where
+            ).scalar()
+            rows = conn.execute(
+                text(
+                    "SELECT task_id, map_index, state, try_number FROM task_instance "
+                    "WHERE dag_id = :dag AND run_id = :run"
+                ),
+                where,
+            ).all()
+        return run_state, {(t, m): (s, n) for t, m, s, n in rows}
+
+    processes, logs = start_services(env, tmp, ("api-server", "scheduler", "dag-processor", "triggerer"))
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            run_state, current = states()
+            if run_state in ("success", "failed") and {s for s, _ in current.values()} <= TERMINAL:
+                break
+            for process, (name, log) in zip(processes, logs.items()):
+                assert process.poll() is None, f"{name} exited early:\n{tail(log)}"
+            assert time.monotonic() < deadline, (
+                f"the run did not end in {RUN_TIMEOUT_S} s: {run_state} {current}\n"
+                + "\n".join(f"--- {name}:\n{tail(log)}" for name, log in logs.items())
+            )
+            time.sleep(1)
+        time.sleep(QUIET_S)  # not an assertion: room for a duplicate to arrive before we look
+        messages, requests = robot.messages, robot.requests
+        _, current = states()
+    finally:
+        stop_all(processes)
+    task_logs = [p for p in Path(env["AIRFLOW_HOME"], "logs").rglob("*") if p.is_file()]
+    return Lifecycle(messages, requests, current, [*logs.values(), *task_logs])
+
+
+def test_final_states_are_airflows_own(lifecycle):
+    assert lifecycle.states == EXPECTED_STATES
+
+
+def test_each_failed_try_alerts_exactly_once(lifecycle):
+    named = all_named(lifecycle.messages)
+    keys = [(n.dag, n.run) for n in named]
+    assert set(keys) <= {(DAG_ID, RUN_ID)}, keys
+    got = collections.Counter((n.task, n.map_index, n.try_number, n.outcome) for n in named)
+    assert got == collections.Counter(EXPECTED_ALERTS), got
+    # Nothing was refused, and every request the robot got is one of those messages.
+    assert {r["errcode"] for r in lifecycle.requests} == {0}, lifecycle.requests
+    assert len(lifecycle.requests) == len(lifecycle.messages)
+    assert all(m["signed"] for m in lifecycle.messages)
+    assert len({m["body"]["msgUuid"] for m in lifecycle.messages}) == len(lifecycle.messages)
+
+
+@pytest.mark.parametrize("task_id", sorted(EVIDENCE))
+def test_alert_comes_from_the_process_that_saw_the_failure(lifecycle, task_id):
+    texts = lifecycle.texts(task_id)
+    assert texts and all(EVIDENCE[task_id] in t for t in texts), texts
+
+
+def test_killed_map_index_is_named_by_the_supervisor(lifecycle):
+    (killed,) = lifecycle.texts("mapped_killed", 1)
+    assert "killed by SIGKILL" in killed and "out-of-memory" in killed
+    (raised,) = lifecycle.texts("mapped_killed", 2)
+    assert "ValueError" in raised
+
+
+def test_no_secret_in_any_log(lifecycle):
+    assert any("attempt=" in p.name for p in lifecycle.logs), lifecycle.logs
+    for path in lifecycle.logs:
+        assert_no_secret(path.read_text(errors="replace"))

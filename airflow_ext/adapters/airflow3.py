@@ -47,8 +47,7 @@ def task_started(ti: Any) -> None:
             ),
         )
     except Exception:
-        log.exception("DingTalk alerts for %s.%s: could not leave the note for the supervisor", ti.dag_id,
-                      ti.task_id)
+        log.exception("DingTalk alerts for %s: could not leave the note for the supervisor", _name(ti))
 
 
 def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
@@ -59,7 +58,7 @@ def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
             alert = Alert.from_task_instance(ti, error, kind, logical_date=_runtime_logical_date(ti))
             deliver_alert(alert)
     except Exception:
-        log.exception("DingTalk alert for %s.%s was not sent", ti.dag_id, ti.task_id)
+        log.exception("DingTalk alert for %s was not sent", _name(ti))
     finally:
         try:
             handoff.clear(ti.id, ti.try_number)
@@ -79,7 +78,7 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any) -> None:
             return
         deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
     except Exception:
-        log.exception("DingTalk alert for %s.%s was not sent", ti.dag_id, ti.task_id)
+        log.exception("DingTalk alert for %s was not sent", _name(ti))
 
 
 def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -> None:
@@ -99,7 +98,12 @@ def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -
         logical_date = getattr(getattr(ti, "dag_run", None), "logical_date", None)
         deliver_alert(Alert.from_task_instance(ti, error, kind, logical_date=logical_date))
     except Exception:
-        log.exception("DingTalk alert for %s was not sent", ti)
+        log.exception("DingTalk alert for %s was not sent", _name(ti))
+
+
+def _name(ti: Any) -> str:
+    """``dag.task`` for log lines, whatever ``ti`` turned out to be: the log line must not raise."""
+    return f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
 
 
 def _state(ti: Any) -> str | None:

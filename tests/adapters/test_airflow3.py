@@ -1,0 +1,109 @@
+"""The Airflow 3 adapter: which process alerts for which try, from plain objects shaped like Airflow's."""
+
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_ext import handoff
+from airflow_ext.adapters import airflow3
+from airflow_ext.alert import AlertKind
+
+pytestmark = pytest.mark.airflow3
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path, monkeypatch):
+    monkeypatch.setattr(handoff.tempfile, "gettempdir", lambda: str(tmp_path))
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    alerts = []
+    monkeypatch.setattr(airflow3, "deliver_alert", alerts.append)
+    return alerts
+
+
+def runtime_ti(**flags):
+    task = SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
+    return SimpleNamespace(
+        id="0192-ti", dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1, max_tries=1,
+        hostname="worker-1", log_url="http://x/log", task=task, _ti_context_from_server=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "exit_code, what, words",
+    [
+        (-signal.SIGKILL, "SIGKILL", "killed by SIGKILL (the out-of-memory killer sends SIGKILL)"),
+        (-signal.SIGSEGV, "SIGSEGV", "killed by SIGSEGV before"),
+        (1, "exit code 1", "exited with code 1 before"),
+        (-200, "signal 200", "killed by signal 200 before"),
+    ],
+)
+def test_describe_exit_names_the_signal_or_code(exit_code, what, words):
+    name, text = airflow3.describe_exit(exit_code)
+    assert name == what and words in text
+
+
+def test_process_killed_before_finalize_alerts_from_the_supervisor(sent):
+    ti = runtime_ti(ding_on_retry=True)
+    airflow3.task_started(ti)
+    airflow3.task_process_ended(ti, -signal.SIGKILL, "up_for_retry")
+
+    (alert,) = sent
+    assert (alert.kind, alert.exception_type, alert.max_tries) == (AlertKind.RETRY, "SIGKILL", 1)
+    assert alert.log_url == "http://x/log"
+
+
+def test_finalize_handled_try_is_not_reported_again_by_the_supervisor(sent):
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    airflow3.task_finalized(ti, "failed", ValueError("boom"))
+    airflow3.task_process_ended(ti, 0, "failed")
+
+    assert [(a.kind, a.exception_type) for a in sent] == [(AlertKind.FAILURE, "ValueError")]
+
+
+@pytest.mark.parametrize(
+    "flags, state", [({"ding_on_failure": True}, "up_for_retry"), ({}, "failed"), ({"ding_on_failure": True}, "success")]
+)
+def test_supervisor_follows_the_flags_and_the_state(sent, flags, state):
+    ti = runtime_ti(**flags)
+    airflow3.task_started(ti)
+    airflow3.task_process_ended(ti, -signal.SIGKILL, state)
+    assert sent == []
+
+
+def server_ti(state, *, retry: bool, **flags):
+    task = SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
+    return SimpleNamespace(
+        dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1, max_tries=1, hostname="w",
+        log_url=None, task=task, state=state, dag_run=None, is_eligible_to_retry=lambda: retry,
+    )
+
+
+@pytest.mark.parametrize(
+    "executor_state, ti_state, retry, expected",
+    [
+        ("failed", "running", False, [AlertKind.FAILURE]),  # heartbeat timeout, killed externally
+        ("failed", "queued", True, [AlertKind.RETRY]),  # the worker could not start it
+        ("success", "running", True, []),  # the supervisor survived and reported it
+        ("success", "queued", False, [AlertKind.FAILURE]),
+    ],
+)
+def test_scheduler_alerts_unless_the_supervisor_did(sent, executor_state, ti_state, retry, expected):
+    ti = server_ti(ti_state, retry=retry, ding_on_failure=True, ding_on_retry=True)
+    airflow3.executor_reported_failure(ti, executor_state, "Executor reported ...")
+    assert [a.kind for a in sent] == expected
+
+
+def test_adapter_never_raises(sent, monkeypatch):
+    monkeypatch.setattr(airflow3, "deliver_alert", lambda alert: 1 / 0)
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    airflow3.task_finalized(ti, "failed", ValueError("boom"))
+    airflow3.task_process_ended(None, 1, "failed")
+    airflow3.executor_reported_failure(None, "failed", "x")

@@ -1,0 +1,61 @@
+"""The note a task process leaves its supervisor: written whole, taken once, private, cleaned up."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from airflow_ext import handoff
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path, monkeypatch):
+    monkeypatch.setattr(handoff.tempfile, "gettempdir", lambda: str(tmp_path))
+    return tmp_path
+
+
+NOTE = handoff.Handoff(ding_on_failure=True, ding_on_retry=False, max_tries=2, log_url="http://x/log")
+
+
+def test_left_note_is_taken_once():
+    handoff.leave("0192-ti", 1, NOTE)
+    assert handoff.take("0192-ti", 1) == NOTE
+    assert handoff.take("0192-ti", 1) is None
+
+
+def test_each_try_has_its_own_note():
+    handoff.leave("ti", 1, NOTE)
+    assert handoff.take("ti", 2) is None
+    assert handoff.take("ti", 1) == NOTE
+
+
+def test_cleared_note_is_gone():
+    handoff.leave("ti", 1, NOTE)
+    handoff.clear("ti", 1)
+    handoff.clear("ti", 1)  # clearing twice is fine
+    assert handoff.take("ti", 1) is None
+
+
+def test_directory_is_private_and_holds_no_temp_file():
+    handoff.leave("ti", 3, NOTE)
+    folder = handoff.directory()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert [p.name for p in folder.iterdir()] == ["ti.3.json"]
+
+
+def test_stale_notes_are_removed_fresh_ones_kept():
+    handoff.leave("old", 1, NOTE)
+    handoff.leave("new", 1, NOTE)
+    old = handoff.directory() / "old.1.json"
+    past = time.time() - handoff.STALE_AFTER_S - 60
+    os.utime(old, (past, past))
+    assert handoff.remove_stale() == 1
+    assert handoff.take("new", 1) == NOTE
+
+
+def test_no_directory_yet_means_nothing_to_take():
+    assert handoff.take("ti", 1) is None
+    assert handoff.remove_stale() == 0

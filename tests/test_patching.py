@@ -909,6 +909,7 @@ def test_default_patches_root_is_the_repository_series():
     assert names == listed and len(names) == 4
 
 
+@pytest.mark.airflow2
 def test_real_series_applies_to_copies_of_real_airflow_files(tmp_path):
     try:
         real = metadata.distribution("apache-airflow")
@@ -988,6 +989,7 @@ def _copy_dist_info(site: Path, dist: metadata.Distribution) -> metadata.PathDis
     return metadata.PathDistribution(info)
 
 
+@pytest.mark.airflow3
 def test_real_3x_series_applies_to_copies_of_real_airflow_files(tmp_path):
     version = REAL_3X_VERSION
     if not (REPO_PATCHES / version / "series").is_file():

@@ -138,7 +138,7 @@ class Alert:
             max_tries=int(getattr(ti, "max_tries", 0) or 0),
             logical_date=logical_date.isoformat() if logical_date else None,
             hostname=clean_text(getattr(ti, "hostname", None) or local_hostname()),
-            log_url=_log_url(ti),
+            log_url=task_log_url(ti),
             exception_type=exception_type,
             exception_message=exception_message,
             traceback=traceback,
@@ -166,7 +166,7 @@ def local_hostname() -> str:
         return socket.gethostname()
 
 
-def _log_url(ti: Any) -> str | None:
+def task_log_url(ti: Any) -> str | None:
     try:
         return ti.log_url
     except Exception:  # no [webserver] base_url, or a TI without a run: the alert goes out without a link

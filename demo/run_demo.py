@@ -1,9 +1,10 @@
 """The demo: a DAG that retries, then fails, and the DingTalk alerts its two failed tries send.
 
 Runs in the environment `tox -e demo` builds (pinned Airflow 3.3.2; `tox -e demo-airflow2` for
-2.11.2) with the patch series applied, SQLite in a local AIRFLOW_HOME. Alerts go to the local DingTalk-compatible robot started here (it
-checks signatures and keywords like DingTalk and prints each message as the group would see it),
-or to your real robot when AIRFLOW__DINGDING__BOT_URL (and, if it signs, ..._SECRET) is set.
+2.11.2) with the patch series applied, SQLite in a local AIRFLOW_HOME. Alerts go to the local
+DingTalk-compatible robot started here (it checks signatures and keywords like DingTalk and prints
+each message as the group would see it), or to your real robot when AIRFLOW__DINGDING__BOT_URL
+(and, if it signs, ..._SECRET) is set.
 """
 
 from __future__ import annotations

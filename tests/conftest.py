@@ -17,7 +17,6 @@ E2E_DAGS = Path(__file__).resolve().parent / "e2e" / "dags"
 BIN = Path(sys.executable).parent
 
 
-
 def _installed_airflow_line() -> str | None:
     """The major version of the Airflow in this environment ("2" or "3"), read without importing it."""
     for name in ("apache-airflow", "apache-airflow-core"):

@@ -11,7 +11,7 @@ import functools
 from types import ModuleType
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def current() -> ModuleType:
     """The adapter module of the Airflow installed in this environment."""
     from airflow import __version__

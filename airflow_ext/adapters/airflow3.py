@@ -18,13 +18,14 @@ Every function here is called from Airflow's failure handling and never raises.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from typing import Any
 
 from airflow_ext import handoff
-from airflow_ext.alert import Alert, AlertKind, local_hostname
-from airflow_ext.hooks import alert_kind, deliver_alert, wants_alert
+from airflow_ext.alert import Alert, AlertKind, task_log_url
+from airflow_ext.hooks import FLAG_FOR_KIND, alert_kind, deliver_alert, task_flag, wants_alert
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,19 @@ log = logging.getLogger(__name__)
 def task_started(ti: Any) -> None:
     """Task runner, after start-up: leave the flags of a task that wants alerts for its supervisor."""
     try:
-        task = ti.task
-        if not (getattr(task, "ding_on_failure", False) or getattr(task, "ding_on_retry", False)):
+        on_failure = task_flag(FLAG_FOR_KIND[AlertKind.FAILURE], ti.task)
+        on_retry = task_flag(FLAG_FOR_KIND[AlertKind.RETRY], ti.task)
+        if not (on_failure or on_retry):
             return
         handoff.leave(
             ti.id,
             ti.try_number,
             handoff.Handoff(
-                ding_on_failure=bool(task.ding_on_failure),
-                ding_on_retry=bool(task.ding_on_retry),
+                ding_on_failure=on_failure,
+                ding_on_retry=on_retry,
                 max_tries=int(ti.max_tries or 0),
                 logical_date=_isoformat(_runtime_logical_date(ti)),
-                log_url=_log_url(ti),
+                log_url=task_log_url(ti),
             ),
         )
     except Exception:
@@ -74,7 +76,7 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any) -> None:
         kind = alert_kind(state)
         if note is None or kind is None:
             return
-        if not getattr(note, f"ding_on_{kind.value}"):
+        if not getattr(note, FLAG_FOR_KIND[kind]):
             return
         deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
     except Exception:
@@ -111,21 +113,16 @@ def _state(ti: Any) -> str | None:
     return getattr(state, "value", state)
 
 
-def _killed_process_alert(ti: Any, exit_code: int | None, kind, note: handoff.Handoff) -> Alert:
+def _killed_process_alert(ti: Any, exit_code: int | None, kind: AlertKind, note: handoff.Handoff) -> Alert:
+    """The supervisor's alert: the ids from its task instance, the rest from the task's note."""
     how, why = describe_exit(exit_code)
-    return Alert(
-        kind=kind,
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        map_index=ti.map_index if ti.map_index is not None else -1,
-        try_number=max(int(ti.try_number or 0), 1),
+    alert = Alert.from_task_instance(ti, why, kind)
+    return dataclasses.replace(
+        alert,
         max_tries=note.max_tries,
         logical_date=note.logical_date,
-        hostname=getattr(ti, "hostname", None) or local_hostname(),
         log_url=note.log_url,
         exception_type=how,
-        exception_message=why,
     )
 
 
@@ -149,13 +146,6 @@ def _runtime_logical_date(ti: Any):
 
 def _isoformat(value) -> str | None:
     return value.isoformat() if value else None
-
-
-def _log_url(ti: Any) -> str | None:
-    try:
-        return ti.log_url
-    except Exception:  # no [api] base_url: the alert goes out without a link
-        return None
 
 
 def mask_secret(value: str) -> None:

@@ -29,8 +29,17 @@ def sent(monkeypatch):
 def runtime_ti(**flags):
     task = SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
     return SimpleNamespace(
-        id="0192-ti", dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1, max_tries=1,
-        hostname="worker-1", log_url="http://x/log", task=task, _ti_context_from_server=None,
+        id="0192-ti",
+        dag_id="d",
+        task_id="t",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        max_tries=1,
+        hostname="worker-1",
+        log_url="http://x/log",
+        task=task,
+        _ti_context_from_server=None,
     )
 
 
@@ -56,6 +65,7 @@ def test_process_killed_before_finalize_alerts_from_the_supervisor(sent):
     (alert,) = sent
     assert (alert.kind, alert.exception_type, alert.max_tries) == (AlertKind.RETRY, "SIGKILL", 1)
     assert alert.log_url == "http://x/log"
+    assert "killed by SIGKILL" in alert.exception_message and alert.hostname == "worker-1"
 
 
 def test_finalize_handled_try_is_not_reported_again_by_the_supervisor(sent):
@@ -68,7 +78,8 @@ def test_finalize_handled_try_is_not_reported_again_by_the_supervisor(sent):
 
 
 @pytest.mark.parametrize(
-    "flags, state", [({"ding_on_failure": True}, "up_for_retry"), ({}, "failed"), ({"ding_on_failure": True}, "success")]
+    "flags, state",
+    [({"ding_on_failure": True}, "up_for_retry"), ({}, "failed"), ({"ding_on_failure": True}, "success")],
 )
 def test_supervisor_follows_the_flags_and_the_state(sent, flags, state):
     ti = runtime_ti(**flags)
@@ -80,8 +91,18 @@ def test_supervisor_follows_the_flags_and_the_state(sent, flags, state):
 def server_ti(state, *, retry: bool, **flags):
     task = SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
     return SimpleNamespace(
-        dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1, max_tries=1, hostname="w",
-        log_url=None, task=task, state=state, dag_run=None, is_eligible_to_retry=lambda: retry,
+        dag_id="d",
+        task_id="t",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        max_tries=1,
+        hostname="w",
+        log_url=None,
+        task=task,
+        state=state,
+        dag_run=None,
+        is_eligible_to_retry=lambda: retry,
     )
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import AIRFLOW_LINE, BIN, assert_no_secret, robot_env, run, marked
+from tests.conftest import AIRFLOW_LINE, BIN, assert_no_secret, marked, robot_env, run
 
 pytestmark = pytest.mark.e2e
 

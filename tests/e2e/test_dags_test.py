@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import AIRFLOW_LINE, ROBOT_KEYWORD, assert_no_secret, robot_env, marked
+from tests.conftest import AIRFLOW_LINE, ROBOT_KEYWORD, assert_no_secret, marked, robot_env
 
 pytestmark = pytest.mark.e2e
 

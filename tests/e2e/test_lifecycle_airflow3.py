@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
 from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
@@ -30,10 +28,9 @@ from tests.conftest import (
     assert_no_secret,
     local_executor_env,
     robot_env,
-    run,
 )
+from tests.e2e.scheduled import metadata_engine, prepare_and_trigger, run_states, wait_for_end
 from tests.e2e.test_storm_localexecutor import all_named, start, stop_all, tail
-from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
@@ -153,14 +150,13 @@ def _wait_for_port(port: int, process, log: Path, timeout_s: float = 90) -> None
 @pytest.fixture(scope="module")
 def lifecycle(airflow_base_env, tmp_path_factory) -> Lifecycle:
     tmp = tmp_path_factory.mktemp("lifecycle3")
-    with postgres_metadata_database() as database_url, FakeRobot(
-        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-    ) as robot:
-        engine = create_engine(database_url, poolclass=NullPool)
-        try:
-            yield _run(airflow_base_env, database_url, engine, robot, tmp)
-        finally:
-            engine.dispose()
+    with (
+        metadata_engine() as (database_url, engine),
+        FakeRobot(
+            access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+        ) as robot,
+    ):
+        yield _run(airflow_base_env, database_url, engine, robot, tmp)
 
 
 def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
@@ -178,45 +174,19 @@ def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
         AIRFLOW__SDK__COORDINATORS='{"missing": {"classpath": "airflow_ext.no_such_module.Coordinator"}}',
         AIRFLOW__SDK__QUEUE_TO_COORDINATOR='{"dingbot-nowhere": "missing"}',
     )
-    airflow = str(BIN / "airflow")
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
-        result = run([airflow, *args], env)
-        assert result.returncode == 0, result.stdout + result.stderr
-    trigger = run([airflow, "dags", "trigger", DAG_ID, "--run-id", RUN_ID], env)
-    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+    prepare_and_trigger(env, DAG_ID, RUN_ID)
 
-    def states() -> tuple[str | None, dict[tuple[str, int], tuple[str, int]]]:
-        where = {"dag": DAG_ID, "run": RUN_ID}
-        with engine.connect() as conn:
-            run_state = conn.execute(
-                text("SELECT state FROM dag_run WHERE dag_id = :dag AND run_id = :run"), where
-            ).scalar()
-            rows = conn.execute(
-                text(
-                    "SELECT task_id, map_index, state, try_number FROM task_instance "
-                    "WHERE dag_id = :dag AND run_id = :run"
-                ),
-                where,
-            ).all()
-        return run_state, {(t, m): (s, n) for t, m, s, n in rows}
+    def ended() -> tuple[bool, str]:
+        run_state, current = run_states(engine, DAG_ID, RUN_ID)
+        done = run_state in ("success", "failed") and {s for s, _ in current.values()} <= TERMINAL
+        return done, f"{run_state} {current}"
 
     processes, logs = start_services(env, tmp, ("api-server", "scheduler", "dag-processor", "triggerer"))
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
-            run_state, current = states()
-            if run_state in ("success", "failed") and {s for s, _ in current.values()} <= TERMINAL:
-                break
-            for process, (name, log) in zip(processes, logs.items()):
-                assert process.poll() is None, f"{name} exited early:\n{tail(log)}"
-            assert time.monotonic() < deadline, (
-                f"the run did not end in {RUN_TIMEOUT_S} s: {run_state} {current}\n"
-                + "\n".join(f"--- {name}:\n{tail(log)}" for name, log in logs.items())
-            )
-            time.sleep(1)
+        wait_for_end(ended, processes, logs, RUN_TIMEOUT_S, poll_s=1)
         time.sleep(QUIET_S)  # not an assertion: room for a duplicate to arrive before we look
         messages, requests = robot.messages, robot.requests
-        _, current = states()
+        _, current = run_states(engine, DAG_ID, RUN_ID)
     finally:
         stop_all(processes)
     task_logs = [p for p in Path(env["AIRFLOW_HOME"], "logs").rglob("*") if p.is_file()]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, assert_no_secret, robot_env, run, marked
+from tests.conftest import BIN, assert_no_secret, marked, robot_env, run
 
 pytestmark = pytest.mark.e2e
 

@@ -33,17 +33,18 @@ def round_trip(dag):
     return SerializedDAG.from_dict(SerializedDAG.to_dict(dag))
 
 
-@pytest.mark.parametrize(
-    "dag_id, task_id, on_failure, on_retry",
-    [
-        ("dingbot_default_args", "fails", True, True),
-        ("dingbot_explicit_kwargs", "failure_only", True, False),
-        ("dingbot_explicit_kwargs", "retry_only", False, True),
-        ("dingbot_explicit_kwargs", "no_flags", False, False),
-        ("dingbot_taskflow", "from_default_args", True, False),
-        ("dingbot_taskflow", "group.in_group", True, True),
-    ],
-)
+#: (dag_id, task_id, ding_on_failure, ding_on_retry) the e2e DAGs give their unmapped tasks.
+FLAG_CASES = [
+    ("dingbot_default_args", "fails", True, True),
+    ("dingbot_explicit_kwargs", "failure_only", True, False),
+    ("dingbot_explicit_kwargs", "retry_only", False, True),
+    ("dingbot_explicit_kwargs", "no_flags", False, False),
+    ("dingbot_taskflow", "from_default_args", True, False),
+    ("dingbot_taskflow", "group.in_group", True, True),
+]
+
+
+@pytest.mark.parametrize("dag_id, task_id, on_failure, on_retry", FLAG_CASES)
 def test_flags_survive_round_trip(dagbag, dag_id, task_id, on_failure, on_retry):
     task = round_trip(dagbag.dags[dag_id]).get_task(task_id)
 

@@ -17,6 +17,7 @@ import pytest
 from airflow_ext import hooks
 from airflow_ext.alert import AlertKind
 from tests.conftest import E2E_DAGS, REPO_ROOT
+from tests.e2e.test_serialization import FLAG_CASES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
@@ -51,12 +52,8 @@ def round_trip(dag):
 @pytest.mark.parametrize(
     "dag_id, task_id, on_failure, on_retry",
     [
-        ("dingbot_default_args", "fails", True, True),
-        ("dingbot_explicit_kwargs", "failure_only", True, False),
-        ("dingbot_explicit_kwargs", "retry_only", False, True),
-        ("dingbot_explicit_kwargs", "no_flags", False, False),
-        ("dingbot_taskflow", "from_default_args", True, False),
-        ("dingbot_taskflow", "group.in_group", True, True),
+        *FLAG_CASES,
+        # Airflow 3's deserialized mapped operator answers for itself (no unmapping needed).
         ("dingbot_mapped", "classic_mapped", True, False),
         ("dingbot_mapped", "taskflow_mapped", True, False),
     ],

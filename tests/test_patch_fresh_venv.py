@@ -9,16 +9,56 @@ import hashlib
 import io
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import AIRFLOW_LINE, REPO_ROOT
 
-pytestmark = [pytest.mark.fresh_venv, pytest.mark.airflow2]
+pytestmark = pytest.mark.fresh_venv
 
-LOCK = REPO_ROOT / "requirements" / "lock-airflow-2.11.2-py3.11.txt"
-TARGETS = ("airflow/configuration.py", "airflow/models/baseoperator.py", "airflow/models/taskinstance.py")
+
+@dataclass(frozen=True)
+class Line:
+    """What the image build of one Airflow line installs, patches and can be probed with."""
+
+    version: str
+    #: dist-info folders whose RECORDs hold the patched files' hashes.
+    dist_infos: tuple[str, ...]
+    #: Some of the files the series patches, across every patched distribution.
+    targets: tuple[str, ...]
+    #: Python that makes a task with the flags and reads the backend option.
+    probe: str
+
+    @property
+    def lock(self) -> Path:
+        return REPO_ROOT / "requirements" / f"lock-airflow-{self.version}-py3.11.txt"
+
+
+LINES = {
+    "2": Line(
+        "2.11.2",
+        ("apache_airflow-2.11.2.dist-info",),
+        ("airflow/configuration.py", "airflow/models/baseoperator.py", "airflow/models/taskinstance.py"),
+        "from airflow.models.baseoperator import BaseOperator; from airflow.configuration import conf",
+    ),
+    "3": Line(
+        "3.3.2",
+        ("apache_airflow_core-3.3.2.dist-info", "apache_airflow_task_sdk-1.3.2.dist-info"),
+        (
+            "airflow/configuration.py",
+            "airflow/jobs/scheduler_job_runner.py",
+            "airflow/sdk/bases/operator.py",
+            "airflow/sdk/execution_time/task_runner.py",
+            "airflow/sdk/execution_time/supervisor.py",
+        ),
+        "from airflow.sdk import BaseOperator; from airflow.sdk.configuration import conf",
+    ),
+}
+LINE = LINES[AIRFLOW_LINE or "2"]
+LOCK = LINE.lock
+TARGETS = LINE.targets
 
 
 def sh(*cmd, check=True, timeout=600) -> subprocess.CompletedProcess:
@@ -45,13 +85,25 @@ def site_packages(venv: Path) -> Path:
 
 
 def record_hashes(venv: Path) -> dict[str, str]:
-    record = next(site_packages(venv).glob("apache_airflow-2.11.2.dist-info")) / "RECORD"
-    return {row[0]: row[1] for row in csv.reader(io.StringIO(record.read_text())) if len(row) >= 2}
+    hashes = {}
+    for dist_info in LINE.dist_infos:
+        record = site_packages(venv) / dist_info / "RECORD"
+        hashes.update(
+            {row[0]: row[1] for row in csv.reader(io.StringIO(record.read_text())) if len(row) >= 2}
+        )
+    return hashes
 
 
 def sha256_field(path: Path) -> str:
     digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
     return f"sha256={digest}"
+
+
+def write_replacing(path: Path, data: bytes) -> None:
+    """Give ``path`` new bytes through a new file renamed over it, never writing through a hardlink."""
+    tmp = path.with_name(f".{path.name}.test-tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def cli(venv: Path, *args, check=False):
@@ -75,8 +127,7 @@ def test_apply_check_idempotence_revert(venv, tmp_path):
     probe = sh(
         venv / "bin" / "python",
         "-c",
-        "from airflow.models.baseoperator import BaseOperator;"
-        "from airflow.configuration import conf;"
+        f"{LINE.probe};"
         "t = BaseOperator(task_id='t', ding_on_failure=True);"
         "print(t.ding_on_failure, t.ding_on_retry, conf.get('dingbot', 'ding_bot_backend'))",
         check=False,
@@ -95,15 +146,17 @@ def test_apply_check_idempotence_revert(venv, tmp_path):
 def test_mismatching_file_is_refused_and_nothing_is_written(venv):
     site = site_packages(venv)
     assert cli(venv, "patch", "check").returncode == 1, "starts from released files"
-    taskinstance = site / "airflow/models/taskinstance.py"
-    original = taskinstance.read_bytes()
-    taskinstance.write_bytes(original + b"# local hotfix\n")
+    # The last target: on 3.x a Task SDK file, so the refusal covers the second distribution.
+    hotfixed = site / TARGETS[-1]
+    original = hotfixed.read_bytes()
+    # Replaced, not written through: uv may hardlink the file to its cache.
+    write_replacing(hotfixed, original + b"# local hotfix\n")
     before = {t: (site / t).read_bytes() for t in TARGETS}
     try:
         refused = cli(venv, "patch", "apply")
 
         assert refused.returncode != 0
-        assert "airflow/models/taskinstance.py" in refused.stderr
+        assert TARGETS[-1] in refused.stderr
         assert {t: (site / t).read_bytes() for t in TARGETS} == before, "all or nothing"
     finally:
-        taskinstance.write_bytes(original)
+        write_replacing(hotfixed, original)

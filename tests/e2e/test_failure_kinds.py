@@ -29,11 +29,10 @@ from tests.conftest import (
     robot_env,
     run,
 )
-from tests.e2e.test_storm_localexecutor import all_named, named_in, start, stop_all, tail
-from tests.outbox.conftest import postgres_metadata_database
+from tests.e2e.scheduled import metadata_engine, prepare_and_trigger, run_states, wait_for_end
+from tests.e2e.test_storm_localexecutor import all_named, named_in, start, stop_all
 
-# Airflow 2.x: scheduler and triggerer without an api-server; 3.x: test_lifecycle_airflow3.py.
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
+pytestmark = pytest.mark.e2e
 
 OUTCOME_WORDS = {"failed": "final failure", "will retry": "will retry"}
 FINISHED = {"success", "failed", "skipped"}
@@ -199,15 +198,13 @@ def _scheduler_saw_end_of(scheduler_log: Path, states: dict[str, tuple[str, int]
 def scheduled_run(airflow_base_env, tmp_path_factory) -> ScheduledRun:
     """One run of the scheduled DAG by the real services; every test below reads its outcome."""
     tmp = tmp_path_factory.mktemp("failure-kinds")
-    with postgres_metadata_database() as database_url:
-        engine = create_engine(database_url, poolclass=NullPool)
-        try:
-            with FakeRobot(
-                access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-            ) as robot:
-                yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
-        finally:
-            engine.dispose()
+    with (
+        metadata_engine() as (database_url, engine),
+        FakeRobot(
+            access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+        ) as robot,
+    ):
+        yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
 
 
 def _run_scheduled(base_env, database_url, engine, robot, tmp: Path) -> ScheduledRun:
@@ -219,54 +216,35 @@ def _run_scheduled(base_env, database_url, engine, robot, tmp: Path) -> Schedule
         # Deferred tasks past their timeout are failed by this periodic check (default 15 s).
         AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="1",
     )
-    airflow = str(BIN / "airflow")
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
-        result = run([airflow, *args], env)
-        assert result.returncode == 0, result.stdout + result.stderr
-    trigger = run([airflow, "dags", "trigger", SCHEDULED_DAG, "--run-id", SCHEDULED_RUN], env)
-    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
-    assert_no_secret(trigger.stdout, trigger.stderr)
+    prepare_and_trigger(env, SCHEDULED_DAG, SCHEDULED_RUN)
 
     def current() -> tuple[str, dict[str, tuple[str, int]], int]:
-        where = {"dag": SCHEDULED_DAG, "run": SCHEDULED_RUN}
+        run_state, tis = run_states(engine, SCHEDULED_DAG, SCHEDULED_RUN)
         with engine.connect() as conn:
-            run_state = conn.execute(
-                text("SELECT state FROM dag_run WHERE dag_id = :dag AND run_id = :run"), where
-            ).scalar()
-            tis = conn.execute(
-                text(
-                    "SELECT task_id, state, try_number FROM task_instance "
-                    "WHERE dag_id = :dag AND run_id = :run"
-                ),
-                where,
-            ).all()
             reschedules = conn.execute(
                 text(
                     "SELECT count(*) FROM task_reschedule WHERE dag_id = :dag AND run_id = :run "
                     "AND task_id = 'reschedule_sensor'"
                 ),
-                where,
+                {"dag": SCHEDULED_DAG, "run": SCHEDULED_RUN},
             ).scalar()
-        return run_state, {task: (state, try_number) for task, state, try_number in tis}, reschedules
+        return run_state, {task: state for (task, _), state in tis.items()}, reschedules
 
+    def ended() -> tuple[bool, str]:
+        nonlocal run_state, states, reschedules
+        run_state, states, reschedules = current()
+        finished = run_state in FINISHED and {state for state, _ in states.values()} <= FINISHED
+        return finished and _scheduler_saw_end_of(scheduler_log, states), f"run {run_state}, tasks {states}"
+
+    airflow = str(BIN / "airflow")
+    run_state, states, reschedules = None, {}, 0
     scheduler_log, triggerer_log = tmp / "scheduler.log", tmp / "triggerer.log"
     processes = []
     try:
         processes.append(start([airflow, "scheduler"], env, scheduler_log))
         processes.append(start([airflow, "triggerer"], env, triggerer_log))
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
-            run_state, states, reschedules = current()
-            ended = run_state in FINISHED and {state for state, _ in states.values()} <= FINISHED
-            if ended and _scheduler_saw_end_of(scheduler_log, states):
-                break
-            for process, log in zip(processes, (scheduler_log, triggerer_log)):
-                assert process.poll() is None, f"{log.name} exited early:\n{tail(log)}"
-            assert time.monotonic() < deadline, (
-                f"the run did not end in {RUN_TIMEOUT_S} s: run {run_state}, tasks {states}"
-                f"\n--- scheduler:\n{tail(scheduler_log)}\n--- triggerer:\n{tail(triggerer_log)}"
-            )
-            time.sleep(0.5)
+        logs = {"scheduler": scheduler_log, "triggerer": triggerer_log}
+        wait_for_end(ended, processes, logs, RUN_TIMEOUT_S, poll_s=0.5)
         time.sleep(QUIET_S)  # not an assertion: room for a duplicate to arrive before we look
         messages, requests = robot.messages, robot.requests
     finally:
@@ -303,6 +281,7 @@ def assert_sent_by_the_task(scheduled: ScheduledRun, task_id: str, kind: str, tr
         assert f"alert for {SCHEDULED_DAG}.{task_id} " not in log, name
 
 
+@pytest.mark.airflow2  # 3.x, with its api-server: test_lifecycle_airflow3.py
 def test_execution_timeout_alerts_retry_then_final_failure(scheduled_run):
     assert scheduled_run.alerts_for("too_slow") == [
         ("too_slow", "final failure", "2 of 2"),
@@ -314,6 +293,7 @@ def test_execution_timeout_alerts_retry_then_final_failure(scheduled_run):
     assert_sent_by_the_task(scheduled_run, "too_slow", "failure", 2)
 
 
+@pytest.mark.airflow2  # 3.x, with its api-server: test_lifecycle_airflow3.py
 def test_rescheduled_sensor_timeout_fails_once_under_the_scheduler(scheduled_run):
     assert scheduled_run.alerts_for("reschedule_sensor") == [("reschedule_sensor", "final failure", "1 of 3")]
     assert "AirflowSensorTimeout" in text_of(scheduled_run.messages, "reschedule_sensor")[0]
@@ -322,6 +302,7 @@ def test_rescheduled_sensor_timeout_fails_once_under_the_scheduler(scheduled_run
     assert_sent_by_the_task(scheduled_run, "reschedule_sensor", "failure", 1)
 
 
+@pytest.mark.airflow2  # 3.x, with its api-server: test_lifecycle_airflow3.py
 @pytest.mark.parametrize(
     ("task_id", "error", "message"),
     [
@@ -341,6 +322,7 @@ def test_failed_deferral_alerts_once(scheduled_run, task_id, error, message):
     assert_sent_by_the_task(scheduled_run, task_id, "failure", 1)
 
 
+@pytest.mark.airflow2  # 3.x, with its api-server: test_lifecycle_airflow3.py
 def test_scheduled_run_alerts_nothing_else_and_nothing_twice(scheduled_run):
     assert scheduled_run.states == {
         "too_slow": ("failed", 2),

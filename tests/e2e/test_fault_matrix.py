@@ -32,6 +32,7 @@ import pytest
 
 from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
+    AIRFLOW_LINE,
     BIN,
     E2E_DAGS,
     ROBOT_KEYWORD,
@@ -42,8 +43,7 @@ from tests.conftest import (
     run,
 )
 
-# Airflow 2.x harness (its log lines and scheduler); the 3.x rows are not ported yet.
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
+pytestmark = pytest.mark.e2e
 
 DAG_FILE = E2E_DAGS / "dingbot_fault_matrix.py"
 DAG_ID = "dingbot_fault_matrix"
@@ -59,10 +59,22 @@ LINE_SLACK_S = 0.2
 #: The outcome line of airflow_ext.hooks.deliver_alert, one per alert.
 OUTCOME = re.compile(
     r"DingTalk (?P<kind>retry|failure) alert for \S+ run \S+ (?P<said>try (?P<try>\d+) "
-    r"(?:delivered in (?P<sent_s>\d+\.\d+) s|not delivered after (?P<failed_s>\d+\.\d+) s: (?P<cause>.+)))$"
+    r"(?:delivered in (?P<sent_s>\d+\.\d+) s|not delivered after (?P<failed_s>\d+\.\d+) s: (?P<cause>.+?)))"
+    # Airflow 3's log format ends a line with the logger's name and key=value pairs.
+    r"(?:\s+\[[\w.]+\](?:\s+\w+=\S+)*)?$"
 )
-#: Airflow's line for the state it gave a failed try; our alert comes after it.
-MARKED = "Marking task as "
+#: Airflow's line for a failed try, once per try; our alert comes after it. Airflow 2 logs the state
+#: it gave the try; Airflow 3's task runner logs the failure it is about to finalize (the server
+#: records FAILED only after finalize, where the alert is sent).
+MARKED = {"2": "Marking task as ", "3": "Task failed with exception"}[AIRFLOW_LINE]
+#: Event-log entries of a failed try: Airflow 2 writes "failed" for every one, Airflow 3 the state.
+FAILURE_EVENTS = {"failed", "up_for_retry"}
+#: The event-log entries after which a try's alert may reach the robot. Airflow 2 records the
+#: failure before its failure handling alerts; Airflow 3 records FAILED only after finalize, so there
+#: a try's alerts are counted from the try's start.
+HANDLING_FROM = {"2": FAILURE_EVENTS, "3": {"running"}}[AIRFLOW_LINE]
+#: How `airflow dags test` is told which file holds the DAG.
+DAG_FILE_OPTION = {"2": "--subdir", "3": "--dagfile-path"}[AIRFLOW_LINE]
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -157,13 +169,15 @@ class Run:
     outputs: dict[str, str]
     #: [(try_number, state)]: task_instance_history, then task_instance.
     sequence: list[tuple[int, str]]
-    #: [(try_number, event)] of the task in the event log, one "failed" per failed try. `dags test`
-    #: runs the tries in-process without the RUNNING state, so Airflow writes no
+    #: [(try_number, event)] of the task in the event log, one of FAILURE_EVENTS per failed try.
+    #: Airflow 2's `dags test` runs the tries in-process without the RUNNING state, so it writes no
     #: task_instance_history row for try 1: this is where the database keeps it.
     events: list[tuple[int, str]]
     dag_run_state: str
-    #: When Airflow recorded each try's failure (epoch seconds): its alert comes after.
+    #: When Airflow recorded each try's failure (epoch seconds).
     failed_at: dict[int, float]
+    #: From when each try's alert may arrive (epoch seconds): see HANDLING_FROM.
+    handling_from: dict[int, float]
 
     @property
     def tries(self) -> int:
@@ -173,7 +187,7 @@ class Run:
         """How many of ``moments`` fall in each try's failure handling; index 0: before any."""
         counts = [0] * (self.tries + 1)
         for moment in moments:
-            counts[max((n for n, at in self.failed_at.items() if at <= moment), default=0)] += 1
+            counts[max((n for n, at in self.handling_from.items() if at <= moment), default=0)] += 1
         return counts
 
 
@@ -206,10 +220,13 @@ def _read_db(db: Path, dag_id: str, after_id: int):
         ).fetchall()
     events = [(try_number, event) for try_number, event, _ in logged]
     failed_at: dict[int, float] = {}
+    handling_from: dict[int, float] = {}
     for try_number, event, dttm in logged:
-        if event == "failed":
+        if event in FAILURE_EVENTS:
             failed_at.setdefault(try_number, _epoch(dttm))
-    return sequence, events, dag_run_state, _epoch(ended) - _epoch(started), failed_at
+        if event in HANDLING_FROM:
+            handling_from.setdefault(try_number, _epoch(dttm))
+    return sequence, events, dag_run_state, _epoch(ended) - _epoch(started), failed_at, handling_from
 
 
 def _dags_test(base_env: dict[str, str], template_db: Path, home: Path, dag_id: str, env: dict) -> Run:
@@ -228,15 +245,18 @@ def _dags_test(base_env: dict[str, str], template_db: Path, home: Path, dag_id: 
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}",
     }
     started = time.monotonic()
-    result = run([str(BIN / "airflow"), "dags", "test", dag_id, "--subdir", str(DAG_FILE)], full_env, 300)
+    command = [str(BIN / "airflow"), "dags", "test", dag_id, DAG_FILE_OPTION, str(DAG_FILE)]
+    result = run(command, full_env, 300)
     wall_s = time.monotonic() - started
 
     outputs = {"stdout": result.stdout, "stderr": result.stderr}
     for log in sorted((home / "logs").rglob("*")):
         if log.is_file():
             outputs[str(log.relative_to(home))] = log.read_text(encoding="utf-8", errors="replace")
-    sequence, events, dag_run_state, run_s, failed_at = _read_db(db, dag_id, earlier)
-    return Run(result.returncode, wall_s, run_s, outputs, sequence, events, dag_run_state, failed_at)
+    sequence, events, dag_run_state, run_s, failed_at, handling_from = _read_db(db, dag_id, earlier)
+    return Run(
+        result.returncode, wall_s, run_s, outputs, sequence, events, dag_run_state, failed_at, handling_from
+    )
 
 
 def _dingbot_env(robot: FakeRobot, row: Row) -> dict[str, str]:

@@ -9,7 +9,9 @@ from dingbot_e2e_common import RETRY_ONCE, START, fail
 
 def record(context):
     with open(os.environ["DINGBOT_TEST_CALLBACKS"], "a", encoding="utf-8") as sink:
-        sink.write(f"{context['ti'].task_id} try {context['ti'].try_number} {context['ti'].state}\n")
+        ti = context["ti"]
+        state = getattr(ti.state, "value", ti.state)  # a plain str on Airflow 2, an enum on Airflow 3
+        sink.write(f"{ti.task_id} try {ti.try_number} {state}\n")
 
 
 with DAG(

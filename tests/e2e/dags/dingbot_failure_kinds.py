@@ -15,9 +15,13 @@ from airflow.exceptions import AirflowFailException, AirflowSkipException
 from airflow.models.baseoperator import BaseOperator
 from airflow.operators.python import PythonOperator
 from airflow.sensors.python import PythonSensor
-from airflow.triggers.temporal import TimeDeltaTrigger
 from airflow.triggers.testing import FailureTrigger, SuccessTrigger
 from dingbot_e2e_common import RETRY_ONCE, START, succeed
+
+try:  # Airflow 3
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+except ImportError:  # Airflow 2
+    from airflow.triggers.temporal import TimeDeltaTrigger
 
 DING = {"ding_on_retry": True, "ding_on_failure": True}
 #: Retries left that a retried failure would use: sensor timeouts and AirflowFailException must not.

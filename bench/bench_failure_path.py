@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""What the airflow-dingbot patch series costs: stock Airflow 2.11.2 against patched, side by side.
+"""What the airflow-dingbot patch series costs: stock Airflow against patched, side by side.
 
-    python bench/bench_failure_path.py [--quick] [--json FILE]
-    tox -e bench [-- --quick]
+    python bench/bench_failure_path.py [--airflow-line 3] [--quick] [--json FILE]
+    tox -e bench [-- --quick]            (Airflow 3.3.2; tox -e bench-airflow2 for 2.11.2)
 
-The script builds (or reuses) two virtual environments under ``<repo>/.bench/envs/<hash>/`` with
-``uv``, keyed by a hash of the lock file and the project's source: both get the pinned Airflow from
-``requirements/lock-airflow-2.11.2-py3.11.txt`` and this project (non-editable); only ``patched``
-then gets ``airflow-ext patch apply`` (verified with ``airflow-ext patch check``). Whatever
-environment runs this script is only the driver: it is never measured.
+The script builds (or reuses) two virtual environments under
+``<repo>/.bench/envs/<airflow version>/<hash>/`` with ``uv``, keyed by a hash of the lock file and
+the project's source: both get the pinned Airflow from that line's
+``requirements/lock-airflow-<version>-py3.11.txt`` and this project (non-editable); only
+``patched`` then gets ``airflow-ext patch apply`` (verified with ``airflow-ext patch check``).
+Whatever environment runs this script is only the driver: it is never measured. The line is
+``--airflow-line``, else ``DINGBOT_AIRFLOW_LINE`` (the tox environments set it), else 3.
 
 It then measures, alternating between the two environments so drift hits both alike:
 
-1. ``TaskInstance.handle_failure`` (final failure, ``ding_on_failure=True``) per call, with a
-   healthy local DingTalk-compatible robot (signature and keyword security on), and with a robot
-   that accepts the connection and never answers, under ``[dingbot] timeout = 2``;
-2. ``import airflow`` in fresh processes;
+1. the failure path of a final failure with ``ding_on_failure=True`` per call (Airflow 2:
+   ``TaskInstance.handle_failure``; Airflow 3: the task runner's ``finalize``), with a healthy
+   local DingTalk-compatible robot (signature and keyword security on), and with a robot that
+   accepts the connection and never answers, under ``[dingbot] timeout = 2``;
+2. importing the module a task process starts from (Airflow 2: ``airflow``; Airflow 3:
+   ``airflow.sdk.execution_time.task_runner``) in fresh processes;
 3. parsing a generated 1000-task DAG file with ``DagBag`` in fresh processes.
 
 It prints a table of figures with PASS/MISS for each target. The targets are informational:
@@ -47,8 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench"
 ENVS_DIR = BENCH_DIR / "envs"
-LOCK = REPO / "requirements" / "lock-airflow-2.11.2-py3.11.txt"
-HF_WORKER = Path(__file__).resolve().parent / "_handle_failure_worker.py"
+WORKER = Path(__file__).resolve().parent / "_failure_path_worker.py"
 DAGBAG_WORKER = Path(__file__).resolve().parent / "_dagbag_worker.py"
 #: Bump when the way the environments are built changes, to force a rebuild.
 ENV_RECIPE = "2"
@@ -65,6 +68,47 @@ RATIO_MAX = 1.01
 
 ROBOT_KEYWORD = "Airflow"
 DAG_TASKS = 1000
+
+
+@dataclass(frozen=True)
+class Line:
+    """What differs between the Airflow lines for this benchmark."""
+
+    version: str
+    #: What the patch series hooks the alert into, and the hook it calls there.
+    failure_path: str
+    hook: str
+    #: The module a task process starts from: its import is what the patch may slow down.
+    import_module: str
+    #: The operator module of the generated DAG, and how the DAG file imports it.
+    operator_module: str
+    dag_imports: str
+
+    @property
+    def lock(self) -> Path:
+        return REPO / "requirements" / f"lock-airflow-{self.version}-py3.11.txt"
+
+
+LINES = {
+    "2": Line(
+        "2.11.2",
+        "handle_failure",
+        "send_ding_alert",
+        "airflow",
+        "airflow.operators.empty",
+        "from airflow import DAG\nfrom airflow.operators.empty import EmptyOperator",
+    ),
+    "3": Line(
+        "3.3.2",
+        "finalize",
+        "task_finalized",
+        "airflow.sdk.execution_time.task_runner",
+        "airflow.providers.standard.operators.empty",
+        "from airflow.providers.standard.operators.empty import EmptyOperator\nfrom airflow.sdk import DAG",
+    ),
+}
+#: The line this run measures; main() sets it from --airflow-line.
+LINE = LINES["3"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +171,7 @@ def uv_command() -> list[str]:
 
 
 def _source_files() -> list[Path]:
-    files = [LOCK, REPO / "pyproject.toml"]
+    files = [LINE.lock, REPO / "pyproject.toml"]
     for top in (REPO / "airflow_ext", REPO / "patches"):
         files.extend(
             p
@@ -189,8 +233,8 @@ def build_env(venv: Path, *, patched: bool, uv: list[str], python: str) -> None:
     run([*uv, "venv", "--quiet", "--python", python, str(venv)], f"uv venv ({name})")
     py = str(venv_python(venv))
     run(
-        [*uv, "pip", "install", "--quiet", "--python", py, "--compile-bytecode", "-r", str(LOCK)],
-        f"uv pip install -r {LOCK.name} ({name})",
+        [*uv, "pip", "install", "--quiet", "--python", py, "--compile-bytecode", "-r", str(LINE.lock)],
+        f"uv pip install -r {LINE.lock.name} ({name})",
     )
     run(
         [
@@ -233,18 +277,19 @@ def build_env(venv: Path, *, patched: bool, uv: list[str], python: str) -> None:
 def ensure_envs() -> dict[str, Path]:
     python = sys.executable if sys.version_info[:2] == (3, 11) else PYTHON_SERIES
     key = source_hash(platform.python_version() if python == sys.executable else PYTHON_SERIES)
-    root = ENVS_DIR / key
+    line_dir = ENVS_DIR / LINE.version
+    root = line_dir / key
     envs = {name: root / name for name in ENV_NAMES}
     missing = [name for name, venv in envs.items() if not (venv / ".bench-ready").is_file()]
     if missing:
         uv = uv_command()
         for name in missing:
             build_env(envs[name], patched=(name == PATCHED), uv=uv, python=python)
-        for stale in ENVS_DIR.iterdir():  # environments of older sources
+        for stale in line_dir.iterdir():  # this line's environments of older sources
             if stale.is_dir() and stale.name != key:
                 shutil.rmtree(stale, ignore_errors=True)
     else:
-        progress(f"reusing the environments in .bench/envs/{key}")
+        progress(f"reusing the environments in .bench/envs/{LINE.version}/{key}")
     # Cheap re-checks on every run: the patched env is patched, the other is not.
     run(
         [str(envs[PATCHED] / "bin" / "airflow-ext"), "patch", "check"],
@@ -302,19 +347,19 @@ def migrate(envs: dict[str, Path], homes: dict[str, Path]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The handle_failure workers
+# The failure-path workers
 # ----------------------------------------------------------------------------------------------
 
 
 class Worker:
-    """One long-lived ``_handle_failure_worker.py serve`` process in one environment."""
+    """One long-lived ``_failure_path_worker.py serve`` process in one environment."""
 
     def __init__(self, name: str, venv: Path, home: Path, log_file: Path) -> None:
         self.name = name
         self.log_file = log_file
         with open(log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(venv_python(venv)), str(HF_WORKER), "serve", "--log-file", str(log_file)],
+                [str(venv_python(venv)), str(WORKER), "serve", "--log-file", str(log_file)],
                 env=airflow_env(venv, home),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -399,7 +444,7 @@ def ratio_ci(num: list[float], den: list[float], resamples: int = 2000) -> tuple
     return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
 
 
-def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, secret: str) -> dict:
+def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, secret: str) -> dict:
     sys.path.insert(0, str(REPO))  # the fake robot is standard library only
     from airflow_ext.fake_robot import FakeRobot
 
@@ -410,12 +455,12 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
     _SECRETS.extend([healthy.url, silent.url])
     workers: dict[str, Worker] = {}
     try:
-        progress("starting one handle_failure worker per environment")
+        progress(f"starting one {LINE.failure_path} worker per environment")
         for name in ENV_NAMES:
             workers[name] = Worker(name, envs[name], homes[name], tmp / f"worker-{name}.log")
         for name, worker in workers.items():
             wants = name == PATCHED
-            if worker.info["taskinstance_calls_hook"] != wants or worker.info["ding_on_failure"] != wants:
+            if worker.info["failure_path_calls_hook"] != wants or worker.info["ding_on_failure"] != wants:
                 raise BenchError(f"the {name} environment does not look {name}: {worker.info}")
         results["airflow_version"] = workers[PATCHED].info["airflow_version"]
 
@@ -429,7 +474,7 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
 
         # (a) healthy robot, default deadline (10 s)
         total = profile.healthy_rounds * profile.healthy_per_round
-        progress(f"handle_failure with a healthy robot: {total} timed calls per environment")
+        progress(f"{LINE.failure_path} with a healthy robot: {total} timed calls per environment")
         samples = {name: [] for name in ENV_NAMES}
         calls = {name: 0 for name in ENV_NAMES}
         accepted = {name: 0 for name in ENV_NAMES}
@@ -445,7 +490,7 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
                 )
                 after = sum(1 for r in healthy.requests if r["errcode"] == 0)
                 if answer["states"] != ["failed"]:
-                    raise BenchError(f"{name}: handle_failure left the task in {answer['states']}")
+                    raise BenchError(f"{name}: {LINE.failure_path} left the task in {answer['states']}")
                 samples[name] += answer["samples_ms"]
                 calls[name] += answer["calls"]
                 accepted[name] += after - before
@@ -463,7 +508,7 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
 
         # (b) a robot that accepts the connection and never answers, deadline 2 s
         progress(
-            f"handle_failure with a silent robot: {profile.silent_calls} calls per environment "
+            f"{LINE.failure_path} with a silent robot: {profile.silent_calls} calls per environment "
             f"(about {profile.silent_calls * SILENT_DEADLINE_S:.0f} s)"
         )
         samples = {name: [] for name in ENV_NAMES}
@@ -498,22 +543,26 @@ def bench_handle_failure(envs, homes, tmp: Path, profile: Profile, token: str, s
 
 
 # ----------------------------------------------------------------------------------------------
-# Fresh-process figures: import airflow, DagBag parse
+# Fresh-process figures: the task-process import, DagBag parse
 # ----------------------------------------------------------------------------------------------
 
-IMPORT_SNIPPET = (
-    "import time; t0 = time.perf_counter(); import airflow; print('\\nIMPORT_S', time.perf_counter() - t0)"
-)
+
+def import_snippet() -> str:
+    return (
+        f"import time; t0 = time.perf_counter(); import {LINE.import_module}; "
+        "print('\\nIMPORT_S', time.perf_counter() - t0)"
+    )
 
 
 def bench_import(envs, home: Path, profile: Profile) -> dict:
-    progress(f"import airflow: {profile.import_runs} fresh processes per environment")
+    what = f"import {LINE.import_module}"
+    progress(f"{what}: {profile.import_runs} fresh processes per environment")
     # The first process writes airflow.cfg into the shared home (stock Airflow's, from the unpatched
     # environment); a second, untimed round warms the page cache for both.
     for name in (UNPATCHED, PATCHED, UNPATCHED, PATCHED):
         run(
-            [str(venv_python(envs[name])), "-c", "import airflow"],
-            f"import airflow ({name})",
+            [str(venv_python(envs[name])), "-c", what],
+            f"{what} ({name})",
             env=airflow_env(envs[name], home),
         )
     inproc = {name: [] for name in ENV_NAMES}
@@ -522,18 +571,16 @@ def bench_import(envs, home: Path, profile: Profile) -> dict:
         for name in order:
             env = airflow_env(envs[name], home)
             t0 = time.perf_counter()
-            result = run(
-                [str(venv_python(envs[name])), "-c", IMPORT_SNIPPET], f"import airflow ({name})", env=env
-            )
+            result = run([str(venv_python(envs[name])), "-c", import_snippet()], f"{what} ({name})", env=env)
             wall[name].append(time.perf_counter() - t0)
             inproc[name].append(float(result.stdout.rsplit("IMPORT_S", 1)[1]))
-    # What the patch itself adds to `import airflow`: the import of airflow_ext.config_description
-    # from airflow/configuration.py, as CPython's own -X importtime reports it (cumulative).
+    # What the patch itself adds to the import: the import of airflow_ext.config_description from
+    # Airflow's configuration module, as CPython's own -X importtime reports it (cumulative).
     ext_us = []
     for _ in range(5):
         result = run(
-            [str(venv_python(envs[PATCHED])), "-X", "importtime", "-c", "import airflow"],
-            "import airflow -X importtime (patched)",
+            [str(venv_python(envs[PATCHED])), "-X", "importtime", "-c", what],
+            f"{what} -X importtime (patched)",
             env=airflow_env(envs[PATCHED], home),
         )
         cumulative = [
@@ -542,7 +589,7 @@ def bench_import(envs, home: Path, profile: Profile) -> dict:
             if line.startswith("import time:") and line.rstrip().endswith("airflow_ext.config_description")
         ]
         if not cumulative:
-            raise BenchError("the patched `import airflow` did not import airflow_ext.config_description")
+            raise BenchError(f"the patched `{what}` did not import airflow_ext.config_description")
         ext_us.append(cumulative[0])
     out = {
         name: {
@@ -564,8 +611,7 @@ DAG_TEMPLATE = '''\
 """{n} tasks, generated by bench_failure_path.py. The ding flags come from default_args."""
 from datetime import datetime
 
-from airflow import DAG
-from airflow.operators.empty import EmptyOperator
+{imports}
 
 with DAG(
     "bench_{n}_tasks",
@@ -584,11 +630,18 @@ def bench_parse(envs, home: Path, tmp: Path, profile: Profile) -> dict:
     dag_dir = tmp / "parse-dags"
     dag_dir.mkdir()
     dag_file = dag_dir / f"bench_{DAG_TASKS}_tasks.py"
-    dag_file.write_text(DAG_TEMPLATE.format(n=DAG_TASKS), encoding="utf-8")
+    dag_file.write_text(DAG_TEMPLATE.format(n=DAG_TASKS, imports=LINE.dag_imports), encoding="utf-8")
     first = {name: [] for name in ENV_NAMES}
     repeat = {name: [] for name in ENV_NAMES}
     seen: dict[str, dict] = {}
-    cmd_tail = [str(DAGBAG_WORKER), str(dag_file), "--repeats", str(profile.parse_repeats)]
+    cmd_tail = [
+        str(DAGBAG_WORKER),
+        str(dag_file),
+        "--repeats",
+        str(profile.parse_repeats),
+        "--operator-module",
+        LINE.operator_module,
+    ]
     for name in ENV_NAMES:  # untimed: compiles the DAG file's bytecode, warms the page cache
         run(
             [str(venv_python(envs[name])), *cmd_tail],
@@ -683,7 +736,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
 
     rows = [
         [
-            "handle_failure, healthy robot: median",
+            f"{LINE.failure_path}, healthy robot: median",
             _ms(hf[u]["median_ms"]),
             _ms(hf[p]["median_ms"]),
             f"{added:+.1f} ms",
@@ -692,7 +745,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             verdict(checks["healthy"]),
         ],
         [
-            "handle_failure, healthy robot: p99",
+            f"{LINE.failure_path}, healthy robot: p99",
             _ms(hf[u]["p99_ms"]),
             _ms(hf[p]["p99_ms"]),
             f"{hf[p]['p99_ms'] - hf[u]['p99_ms']:+.1f} ms",
@@ -701,7 +754,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             "",
         ],
         [
-            f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): median",
+            f"{LINE.failure_path}, silent robot ({SILENT_DEADLINE_S:g} s deadline): median",
             _ms(sil[u]["median_ms"]),
             _ms(sil[p]["median_ms"]),
             f"{sil[p]['median_ms'] - sil[u]['median_ms']:+,.1f} ms",
@@ -710,7 +763,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             verdict(checks["silent"]),
         ],
         [
-            f"handle_failure, silent robot ({SILENT_DEADLINE_S:g} s deadline): max",
+            f"{LINE.failure_path}, silent robot ({SILENT_DEADLINE_S:g} s deadline): max",
             _ms(sil[u]["max_ms"]),
             _ms(sil[p]["max_ms"]),
             "",
@@ -719,7 +772,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             "",
         ],
         [
-            "import airflow (in process): median",
+            f"import {LINE.import_module} (in process): median",
             s(imp[u]["import_median_s"]),
             s(imp[p]["import_median_s"]),
             f"{(imp[p]['import_median_s'] - imp[u]['import_median_s']) * 1000:+.1f} ms",
@@ -728,7 +781,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             verdict(checks["import"], imp["import_ratio_ci"], RATIO_MAX),
         ],
         [
-            'python -c "import airflow" (whole process): median',
+            f'python -c "import {LINE.import_module}" (whole process): median',
             s(imp[u]["process_median_s"]),
             s(imp[p]["process_median_s"]),
             f"{(imp[p]['process_median_s'] - imp[u]['process_median_s']) * 1000:+.1f} ms",
@@ -793,16 +846,16 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         "render_body": "render markdown + JSON body (size check)",
         "http_post": "HTTP POST to the local robot (keep-alive session)",
         "thread_start_join": "run_within: start + join one thread (empty function)",
-        "send_ding_alert_total": "send_ding_alert, all of the above end to end",
-        "hook_in_handle_failure": "send_ding_alert as the patched handle_failure calls it",
-        "handle_failure_flags_on": "handle_failure, ding_on_failure=True (same process)",
-        "handle_failure_flags_off": "handle_failure, ding_on_failure=False (same process)",
+        "hook_total": f"{LINE.hook}, all of the above end to end",
+        "hook_in_failure_path": f"{LINE.hook} as the patched {LINE.failure_path} calls it",
+        "failure_path_flags_on": f"{LINE.failure_path}, ding_on_failure=True (same process)",
+        "failure_path_flags_off": f"{LINE.failure_path}, ding_on_failure=False (same process)",
     }
     breakdown_table = _table(
         ["piece of one alert (patched env, healthy robot)", "median", "p99"],
         [[labels[k], _ms(v["median_ms"]), _ms(v["p99_ms"])] for k, v in parts.items()],
     )
-    on_off = parts["handle_failure_flags_on"]["median_ms"] - parts["handle_failure_flags_off"]["median_ms"]
+    on_off = parts["failure_path_flags_on"]["median_ms"] - parts["failure_path_flags_off"]["median_ms"]
     breakdown_table += f"\n(flags on - flags off, same process: {on_off:+.1f} ms)"
 
     d = res["delivered"]
@@ -811,7 +864,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         f"{profile.healthy_warmup} calls before each of {profile.healthy_rounds} rounds per environment; "
         f"alerts accepted by the robot: patched {d['healthy'][p][0]}/{d['healthy'][p][1]} calls, "
         f"unpatched {d['healthy'][u][0]}. Silent robot: {sil[p]['n']} calls per environment; requests it "
-        f"received: patched {d['silent'][p]}, unpatched {d['silent'][u]}. import airflow: "
+        f"received: patched {d['silent'][p]}, unpatched {d['silent'][u]}. import {LINE.import_module}: "
         f"{imp[u]['n']} processes per environment; DagBag: {parse[u]['n']} processes per environment "
         f"(+{profile.parse_repeats} repeat parses each); tasks with ding_on_failure after parsing: "
         f"patched {parse[p]['tasks_with_ding_flags']}, unpatched {parse[u]['tasks_with_ding_flags']}."
@@ -846,7 +899,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about 2 minutes)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument(
+        "--airflow-line",
+        choices=sorted(LINES),
+        default=os.environ.get("DINGBOT_AIRFLOW_LINE") or "3",
+        help="which Airflow line to measure (default: DINGBOT_AIRFLOW_LINE, else 3)",
+    )
     args = parser.parse_args(argv)
+    global LINE
+    LINE = LINES[args.airflow_line]
     profile = QUICK if args.quick else FULL
     started = time.monotonic()
 
@@ -859,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         envs = ensure_envs()
         homes = {name: tmp / f"home-{name}" for name in ENV_NAMES}
         migrate(envs, homes)
-        results = bench_handle_failure(envs, homes, tmp, profile, token, secret)
+        results = bench_failure_path(envs, homes, tmp, profile, token, secret)
         shared_home = tmp / "home-shared"
         (shared_home / "dags").mkdir(parents=True)
         results["import"] = bench_import(envs, shared_home, profile)

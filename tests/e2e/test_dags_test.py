@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 
 import pytest
 
-from tests.conftest import AIRFLOW_LINE, ROBOT_KEYWORD, assert_no_secret, marked, robot_env
+from airflow_ext.render import unescape_markdown
+from tests.conftest import AIRFLOW_LINE, E2E_DAGS, ROBOT_KEYWORD, assert_no_secret, marked, robot_env
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +136,21 @@ def test_debug_logging_of_a_failing_robot_prints_no_secret(airflow, robot):
     assert "access_token=***" in output
     assert "HTTP 500" in output
     assert_no_secret(output)
+
+
+def test_hostile_failure_text_is_shown_as_written_and_takes_no_effect(airflow, robot):
+    sys.path.insert(0, str(E2E_DAGS))
+    try:
+        from dingbot_hostile import HOSTILE
+    finally:
+        sys.path.remove(str(E2E_DAGS))
+    _dags_test(airflow, robot, "dingbot_hostile", AIRFLOW__DINGDING__AT_MOBILES="13900000000")
+
+    (message,) = robot.messages
+    text = message["body"]["markdown"]["text"]
+    assert "[here](" not in text and "<b>" not in text and "\n# Fake" not in text, text
+    assert "1337" not in text, "nothing from the task is evaluated as a template"
+    # Shown as written: unescaped, the text holds the message (markdown line breaks aside).
+    assert " ".join(HOSTILE.split()) in " ".join(unescape_markdown(text).split()), text
+    # Only the configured mobile is pinged, however the text spells one.
+    assert message["pinged"] == ["13900000000"] and not message["at_all"]

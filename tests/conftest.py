@@ -55,13 +55,18 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+def counting_robot(robot_class: type[FakeRobot] = FakeRobot) -> FakeRobot:
+    """The local robot with the test credentials, keeping every message it accepts, a repeated
+    msgUuid too: exactly-once is counted at the robot, so what the tests count is what was sent,
+    not what DingTalk would keep. Use it as a context manager."""
+    return robot_class(
+        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
+    )
+
+
 @pytest.fixture
 def robot():
-    """The local robot, keeping every message it accepts, a repeated msgUuid too: exactly-once is
-    counted at the robot, so what the tests count is what was sent, not what DingTalk would keep."""
-    with FakeRobot(
-        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-    ) as fake:
+    with counting_robot() as fake:
         yield fake
 
 

@@ -106,6 +106,38 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def info_dir(site: Path, name: str, version: str) -> Path:
+    return site / f"{name.replace('-', '_')}-{version}.dist-info"
+
+
+def install(
+    site: Path, name: str, version: str, files: dict[str, bytes], unhashed: tuple[str, ...] = ()
+) -> metadata.PathDistribution:
+    """Put *files* and a ``<name>-<version>.dist-info`` with METADATA and a sha256 RECORD under *site*;
+    *unhashed* paths are listed in RECORD without a hash (as pip lists bytecode)."""
+    record = [f"{rel},," for rel in unhashed]
+    for rel, data in files.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        record.append(f"{rel},{record_hash(data)},{len(data)}")
+    info = info_dir(site, name, version)
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    record.append(f"{info.name}/RECORD,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+    return metadata.PathDistribution(info)
+
+
+def write_series(root: Path, patches: dict[str, str], series: str) -> None:
+    """``root/<VERSION>/``: the patch files and their ``series``."""
+    series_dir = root / VERSION
+    series_dir.mkdir(parents=True)
+    for name, text in patches.items():
+        (series_dir / name).write_text(text)
+    (series_dir / "series").write_text(series)
+
+
 class Env:
     """A synthetic site-packages with apache-airflow <version> installed, and a patch series."""
 
@@ -113,29 +145,13 @@ class Env:
         self.site = tmp_path / "site"
         self.root = tmp_path / "patches"
         self.originals = {"fakepkg/alpha.py": ALPHA, "fakepkg/beta.py": BETA, "fakepkg/other.py": OTHER}
-        record = []
-        for rel, data in self.originals.items():
-            path = self.site / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            record.append(f"{rel},{record_hash(data)},{len(data)}")
-        info = self.site / f"apache_airflow-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: apache-airflow\nVersion: {version}\n")
-        record.append("fakepkg/__pycache__/alpha.cpython-311.pyc,,")
-        record.append(f"{info.name}/RECORD,,")
-        (info / "RECORD").write_text("\n".join(record) + "\n")
-        self.dist = metadata.PathDistribution(info)
-
-        series_dir = self.root / VERSION
-        series_dir.mkdir(parents=True)
+        pyc = ("fakepkg/__pycache__/alpha.cpython-311.pyc",)
+        self.dist = install(self.site, "apache-airflow", version, self.originals, unhashed=pyc)
         patches = patches or {
             "0001-alpha-two-hunks.patch": PATCH_1,
             "0002-beta-and-alpha-tail.patch": PATCH_2,
         }
-        for name, text in patches.items():
-            (series_dir / name).write_text(text)
-        (series_dir / "series").write_text(SERIES if set(patches) == _DEFAULT_NAMES else lines(*patches))
+        write_series(self.root, patches, SERIES if set(patches) == _DEFAULT_NAMES else lines(*patches))
 
     def path(self, rel: str) -> Path:
         return self.site / rel
@@ -469,26 +485,6 @@ DISTRIBUTIONS = lines(
 )
 
 
-def info_dir(site: Path, name: str, version: str) -> Path:
-    return site / f"{name.replace('-', '_')}-{version}.dist-info"
-
-
-def install(site: Path, name: str, version: str, files: dict[str, bytes]) -> metadata.PathDistribution:
-    """Put *files* and a ``<name>-<version>.dist-info`` with METADATA and a sha256 RECORD under *site*."""
-    record = []
-    for rel, data in files.items():
-        path = site / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        record.append(f"{rel},{record_hash(data)},{len(data)}")
-    info = info_dir(site, name, version)
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    record.append(f"{info.name}/RECORD,,")
-    (info / "RECORD").write_text("\n".join(record) + "\n")
-    return metadata.PathDistribution(info)
-
-
 class MultiEnv(Env):
     """apache-airflow 9.9.9 as a meta-package; its code in fake-core 9.9.9 and fake-sdk 1.2.3.
 
@@ -512,17 +508,13 @@ class MultiEnv(Env):
         self.sdk = install(self.site, "fake-sdk", sdk_version, SDK_FILES)
         self.dists = [self.meta, self.core, self.sdk]
 
-        series_dir = self.root / VERSION
-        series_dir.mkdir(parents=True)
         patches = patches or {
             "0001-alpha-two-hunks.patch": PATCH_1,
             "0002-beta-and-alpha-tail.patch": PATCH_2_SPLIT,
         }
-        for name, text in patches.items():
-            (series_dir / name).write_text(text)
-        (series_dir / "series").write_text(lines(*patches))
+        write_series(self.root, patches, lines(*patches))
         if distributions is not None:
-            (series_dir / "distributions").write_text(distributions)
+            (self.root / VERSION / "distributions").write_text(distributions)
 
     def kw(self) -> dict:
         return {"dist": self.meta, "dists": self.dists, "patches_root": self.root}

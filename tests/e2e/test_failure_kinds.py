@@ -18,13 +18,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
     BIN,
-    ROBOT_KEYWORD,
-    ROBOT_SECRET,
-    ROBOT_TOKEN,
     assert_no_secret,
+    counting_robot,
     local_executor_env,
     robot_env,
     run,
@@ -200,9 +197,7 @@ def scheduled_run(airflow_base_env, tmp_path_factory) -> ScheduledRun:
     tmp = tmp_path_factory.mktemp("failure-kinds")
     with (
         metadata_engine() as (database_url, engine),
-        FakeRobot(
-            access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-        ) as robot,
+        counting_robot() as robot,
     ):
         yield _run_scheduled(airflow_base_env, database_url, engine, robot, tmp)
 

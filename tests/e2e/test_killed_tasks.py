@@ -35,10 +35,8 @@ from sqlalchemy.pool import NullPool
 from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
     BIN,
-    ROBOT_KEYWORD,
-    ROBOT_SECRET,
-    ROBOT_TOKEN,
     assert_no_secret,
+    counting_robot,
     local_executor_env,
     robot_env,
     run,
@@ -249,10 +247,7 @@ class KilledRun:
 @pytest.fixture(scope="module")
 def robot():
     """One robot for the module: the scheduler and its DAG run serve every test."""
-    # Keeps repeated msgUuids: every request that reached the robot is counted as a message.
-    with UuidRobot(
-        access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-    ) as fake:
+    with counting_robot(UuidRobot) as fake:
         yield fake
 
 

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import (
     BIN,
-    ROBOT_KEYWORD,
-    ROBOT_SECRET,
-    ROBOT_TOKEN,
     assert_no_secret,
+    counting_robot,
     local_executor_env,
     robot_env,
 )
@@ -152,9 +149,7 @@ def lifecycle(airflow_base_env, tmp_path_factory) -> Lifecycle:
     tmp = tmp_path_factory.mktemp("lifecycle3")
     with (
         metadata_engine() as (database_url, engine),
-        FakeRobot(
-            access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD, dedup_msg_uuid=False
-        ) as robot,
+        counting_robot() as robot,
     ):
         yield _run(airflow_base_env, database_url, engine, robot, tmp)
 

@@ -3,7 +3,7 @@
 The real api-server, scheduler, dag-processor and triggerer with LocalExecutor on PostgreSQL run
 dags/dingbot_lifecycle.py once. Each failed try must reach the robot exactly once (counted with
 the robot keeping repeated msgUuids), from the process that handled it: the task runner's
-``finalize`` (exceptions, execution and sensor timeouts, a timed-out deferral), the supervisor (a
+``finalize`` (exceptions, execution and sensor timeouts, failed and timed-out deferrals), the supervisor (a
 task process SIGKILLed, as the OOM killer does, where Airflow itself runs no callback and sends no
 email), or the scheduler (a task whose supervisor died too, found by its missing heartbeat, which
 Airflow 3.3.2 handles twice; a task the worker could not start). Final states are Airflow's own.
@@ -44,6 +44,8 @@ EXPECTED_STATES = {
     ("times_out", -1): ("failed", 2),
     ("sensor_times_out", -1): ("failed", 1),
     ("deferral_times_out", -1): ("failed", 1),
+    ("trigger_fails", -1): ("failed", 1),
+    ("trigger_fires_then_fails", -1): ("failed", 1),
     ("oom_killed", -1): ("failed", 2),
     ("supervisor_killed", -1): ("failed", 1),
     ("worker_cannot_start", -1): ("failed", 1),
@@ -60,6 +62,8 @@ EXPECTED_ALERTS = [
     ("times_out", -1, 2, "failed"),
     ("sensor_times_out", -1, 1, "failed"),
     ("deferral_times_out", -1, 1, "failed"),
+    ("trigger_fails", -1, 1, "failed"),
+    ("trigger_fires_then_fails", -1, 1, "failed"),
     ("oom_killed", -1, 1, "will retry"),
     ("oom_killed", -1, 2, "failed"),
     ("supervisor_killed", -1, 1, "failed"),
@@ -73,6 +77,8 @@ EVIDENCE = {
     "times_out": "AirflowTaskTimeout",
     "sensor_times_out": "AirflowSensorTimeout",
     "deferral_times_out": "TaskDeferralTimeout",
+    "trigger_fails": "TaskDeferralError",  # the triggerer hands the trigger's error back to a worker
+    "trigger_fires_then_fails": "e2e: the remote job reported an error",
     "oom_killed": "killed by SIGKILL",  # the supervisor: the signal
     "supervisor_killed": "reported that the task instance",  # the scheduler: the executor's report
     "worker_cannot_start": "reported that the task instance",

@@ -1,7 +1,8 @@
 """Every way a try can end badly, for the real services of Airflow 3 (tests/e2e/test_lifecycle_airflow3.py).
 
-* ``raises`` / ``times_out`` / ``sensor_times_out`` / ``deferral_times_out``: handled by the task
-  runner's ``finalize`` on the worker;
+* ``raises`` / ``times_out`` / ``sensor_times_out`` / ``deferral_times_out`` /
+  ``trigger_fails`` / ``trigger_fires_then_fails``: handled by the task runner's ``finalize`` on
+  the worker (a failed or timed-out deferral resumes there and raises);
 * ``oom_killed`` (both tries) and ``mapped_killed`` [map index 1] SIGKILL their own task process,
   as the OOM killer would: only the supervisor sees it;
 * ``supervisor_killed`` SIGKILLs its supervisor and then itself: the scheduler finds it by its
@@ -23,6 +24,7 @@ from airflow.decorators import task
 from airflow.models.baseoperator import BaseOperator
 from airflow.operators.python import PythonOperator
 from airflow.sensors.python import PythonSensor
+from airflow.triggers.testing import FailureTrigger, SuccessTrigger
 from dingbot_e2e_common import START, fail, succeed
 
 try:  # Airflow 3
@@ -53,17 +55,27 @@ def sleep_long(**context):
     time.sleep(60)
 
 
-class DefersForAnHour(BaseOperator):
-    """Defers with a one-hour trigger and a 2 s timeout: the deferral times out."""
+class Defers(BaseOperator):
+    """Defers once; ``ends``: ``timeout`` (a one-hour trigger with a 2 s timeout), ``trigger_fails``
+    (the trigger raises) or ``fires_then_fails`` (the trigger fires, the resumed method raises)."""
+
+    def __init__(self, *, ends: str, **kwargs):
+        super().__init__(**kwargs)
+        self.ends = ends
 
     def execute(self, context):
-        self.defer(
-            trigger=TimeDeltaTrigger(timedelta(hours=1)),
-            method_name="resume",
-            timeout=timedelta(seconds=2),
-        )
+        if self.ends == "timeout":
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(hours=1)),
+                method_name="resume",
+                timeout=timedelta(seconds=2),
+            )
+        trigger = FailureTrigger() if self.ends == "trigger_fails" else SuccessTrigger()
+        self.defer(trigger=trigger, method_name="resume")
 
     def resume(self, context, event=None):
+        if self.ends == "fires_then_fails":
+            raise ValueError(f"e2e: the remote job reported an error ({event!r})")
         return "resumed"
 
 
@@ -85,7 +97,9 @@ with DAG(
     PythonSensor(
         task_id="sensor_times_out", python_callable=lambda: False, poke_interval=1, timeout=3, mode="poke"
     )
-    DefersForAnHour(task_id="deferral_times_out")
+    Defers(task_id="deferral_times_out", ends="timeout")
+    Defers(task_id="trigger_fails", ends="trigger_fails")
+    Defers(task_id="trigger_fires_then_fails", ends="fires_then_fails")
     PythonOperator(task_id="oom_killed", python_callable=oom, retries=1, ding_on_retry=True)
     PythonOperator(task_id="supervisor_killed", python_callable=supervisor_and_task_die)
     PythonOperator(task_id="worker_cannot_start", python_callable=succeed, queue=NOWHERE_QUEUE)

@@ -49,6 +49,17 @@ def wants_alert(kind: AlertKind | None, task: Any, mapped_task: Any = None) -> b
     return task is not None and kind is not None and task_flag(FLAG_FOR_KIND[kind], task, mapped_task)
 
 
+def alert_if_wanted(
+    kind: AlertKind, task_instance: Any, task: Any, error: None | str | BaseException, logical_date: Any
+) -> None:
+    """Send ``kind`` for ``task_instance`` if ``task`` (mapped or not) asks for it. Never raises."""
+    try:
+        if wants_alert(kind, task, task):  # a mapped task answers from its partial kwargs
+            deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))
+    except Exception:  # the contract with the patches: Airflow's failure handling goes on unchanged
+        log.exception("DingTalk alert for %s was not sent", task_instance)
+
+
 def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
     """The name the Airflow 2.11 patch series calls; the work is the 2.x adapter's."""
     from airflow_ext.adapters import airflow2

@@ -898,7 +898,7 @@ def test_default_patches_root_is_the_repository_series():
         for line in (REPO_PATCHES / "2.11.2" / "series").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert names == listed and len(names) == 4
+    assert names == listed and len(names) == 5
 
 
 @pytest.mark.airflow2

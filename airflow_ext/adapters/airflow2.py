@@ -2,7 +2,8 @@
 
 Failure handling runs in the task's own process, in the scheduler (executor-reported failures,
 with the deserialized task) and in the DAG processor (zombies), always through ``_handle_failure``
-with the database at hand: one hook covers them all.
+with the database at hand: one hook covers them all. The one exception is a task the scheduler
+fails for staying queued too long (patch 0005), which Airflow fails without failure handling.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow_ext.alert import Alert
-from airflow_ext.hooks import alert_kind, deliver_alert, wants_alert
+from airflow_ext.alert import Alert, AlertKind
+from airflow_ext.hooks import alert_if_wanted, alert_kind, deliver_alert, wants_alert
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseEx
         deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))
     except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
         log.exception("DingTalk alert for %s was not sent", task_instance)
+
+
+def stuck_in_queued(task_instance: Any, task: Any, error: str) -> None:
+    """The scheduler fails a task stuck in queued (patch 0005): no ``_handle_failure`` runs."""
+    logical_date = getattr(task_instance, "execution_date", None)
+    alert_if_wanted(AlertKind.FAILURE, task_instance, task, error, logical_date)
 
 
 def mask_secret(value: str) -> None:

@@ -1,4 +1,4 @@
-"""The Airflow 3.x adapter: the four places the 3.3.2 series calls, each building an Alert.
+"""The Airflow 3.x adapter: the places the 3.3.2 series calls, each building an Alert.
 
 Airflow 3 has no single failure choke point; a try ends in one of three kinds of process, each
 with its own task object, and task processes have no database:
@@ -11,7 +11,8 @@ with its own task object, and task processes have no database:
   ``finalize`` removes once it has handled the try, so exactly one of the two alerts.
 * the scheduler's executor-event path (patch 0006), for failures the task never recorded: killed
   externally, a worker that could not start it, and the heartbeat-timeout path (which Airflow
-  3.3.2 runs twice for callbacks, but once through this path).
+  3.3.2 runs twice for callbacks, but once through this path); and its stuck-in-queued path
+  (patch 0007), which fails a task without any failure handling.
 
 Every function here is called from Airflow's failure handling and never raises.
 """
@@ -25,7 +26,14 @@ from typing import Any
 
 from airflow_ext import handoff
 from airflow_ext.alert import Alert, AlertKind, task_log_url
-from airflow_ext.hooks import FLAG_FOR_KIND, alert_kind, deliver_alert, task_flag, wants_alert
+from airflow_ext.hooks import (
+    FLAG_FOR_KIND,
+    alert_if_wanted,
+    alert_kind,
+    deliver_alert,
+    task_flag,
+    wants_alert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +103,22 @@ def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -
         if getattr(executor_state, "value", executor_state) == "success" and _state(ti) == "running":
             return
         kind = AlertKind.RETRY if ti.is_eligible_to_retry() else AlertKind.FAILURE
-        if not wants_alert(kind, getattr(ti, "task", None)):
-            return
-        logical_date = getattr(getattr(ti, "dag_run", None), "logical_date", None)
-        deliver_alert(Alert.from_task_instance(ti, error, kind, logical_date=logical_date))
     except Exception:
         log.exception("DingTalk alert for %s was not sent", _name(ti))
+        return
+    alert_if_wanted(kind, ti, getattr(ti, "task", None), error, _server_logical_date(ti))
+
+
+def stuck_in_queued(ti: Any, task: Any, error: str) -> None:
+    """Scheduler, failing a task stuck in queued (patch 0007): Airflow runs no failure handling."""
+    alert_if_wanted(AlertKind.FAILURE, ti, task, error, _server_logical_date(ti))
+
+
+def _server_logical_date(ti: Any):
+    try:
+        return ti.dag_run.logical_date
+    except Exception:  # a detached task instance: the alert goes out without it
+        return None
 
 
 def _name(ti: Any) -> str:

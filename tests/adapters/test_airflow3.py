@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_ext import handoff
+from airflow_ext import handoff, hooks
 from airflow_ext.adapters import airflow3
 from airflow_ext.alert import AlertKind
 
@@ -23,6 +23,7 @@ def private_tmp(tmp_path, monkeypatch):
 def sent(monkeypatch):
     alerts = []
     monkeypatch.setattr(airflow3, "deliver_alert", alerts.append)
+    monkeypatch.setattr(hooks, "deliver_alert", alerts.append)
     return alerts
 
 
@@ -121,10 +122,22 @@ def test_scheduler_alerts_unless_the_supervisor_did(sent, executor_state, ti_sta
     assert [a.kind for a in sent] == expected
 
 
+@pytest.mark.parametrize("flags, expected", [({"ding_on_failure": True}, [AlertKind.FAILURE]), ({}, [])])
+def test_stuck_in_queued_is_a_final_failure_per_the_flag(sent, flags, expected):
+    ti = server_ti("queued", retry=True, **flags)
+    airflow3.stuck_in_queued(ti, ti.task, "Task was requeued more than 2 times and will be failed.")
+    assert [a.kind for a in sent] == expected
+    assert all(a.exception_message.startswith("Task was requeued") for a in sent)
+
+
 def test_adapter_never_raises(sent, monkeypatch):
     monkeypatch.setattr(airflow3, "deliver_alert", lambda alert: 1 / 0)
+    monkeypatch.setattr(hooks, "deliver_alert", lambda alert: 1 / 0)
     ti = runtime_ti(ding_on_failure=True)
     airflow3.task_started(ti)
     airflow3.task_finalized(ti, "failed", ValueError("boom"))
     airflow3.task_process_ended(None, 1, "failed")
     airflow3.executor_reported_failure(None, "failed", "x")
+    failing = server_ti("queued", retry=False, ding_on_failure=True)
+    airflow3.executor_reported_failure(failing, "failed", "x")
+    airflow3.stuck_in_queued(failing, failing.task, "x")

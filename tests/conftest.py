@@ -86,6 +86,22 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 240) -> subprocess
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def unpatched_bin(tmp_path_factory) -> Path:
+    """The bin folder of a fresh environment with this line's pinned, released (unpatched) Airflow:
+    what the tests compare the patched Airflow with."""
+    version = {"2": "2.11.2", "3": "3.3.2"}[AIRFLOW_LINE or "2"]
+    lock = REPO_ROOT / "requirements" / f"lock-airflow-{version}-py3.11.txt"
+    root = tmp_path_factory.mktemp("unpatched") / "venv"
+    uv = [sys.executable, "-m", "uv"]
+    for cmd in (
+        [*uv, "venv", "--quiet", "--python", sys.executable, str(root)],
+        [*uv, "pip", "install", "--quiet", "--python", str(root / "bin" / "python"), "-r", str(lock)],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+    return root / "bin"
+
+
 def local_executor_env(base_env: dict[str, str], home, metadata_url: str, **overrides: str) -> dict[str, str]:
     """A real scheduler's environment: LocalExecutor on ``metadata_url``, heartbeats every second,
     one parsing process. The tests serialize the DAGs before it starts, so it need not parse soon."""

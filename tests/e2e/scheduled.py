@@ -27,9 +27,10 @@ def metadata_engine() -> Iterator[tuple[str, Engine]]:
             engine.dispose()
 
 
-def prepare_and_trigger(env: dict[str, str], dag_id: str, run_id: str) -> None:
-    """Migrate, serialize the DAGs (so no service has to parse them first) and trigger one run."""
-    airflow = str(BIN / "airflow")
+def prepare_and_trigger(env: dict[str, str], dag_id: str, run_id: str, bin_dir: Path = BIN) -> None:
+    """Migrate, serialize the DAGs (so no service has to parse them first) and trigger one run, with
+    the ``airflow`` of ``bin_dir`` (the patched one unless told)."""
+    airflow = str(bin_dir / "airflow")
     for args in (["db", "migrate"], ["dags", "reserialize"]):
         result = run([airflow, *args], env)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -2,17 +2,24 @@
 
 The real api-server, scheduler, dag-processor and triggerer with LocalExecutor on PostgreSQL run
 dags/dingbot_lifecycle.py once. Each failed try must reach the robot exactly once (counted with
-the robot keeping repeated msgUuids), from the process that handled it: the task runner's
-``finalize`` (exceptions, execution and sensor timeouts, failed and timed-out deferrals), the supervisor (a
-task process SIGKILLed, as the OOM killer does, where Airflow itself runs no callback and sends no
-email), or the scheduler (a task whose supervisor died too, found by its missing heartbeat, which
-Airflow 3.3.2 handles twice; a task the worker could not start). Final states are Airflow's own.
+the robot keeping repeated msgUuids), from the process that handled it:
+
+* the task runner's ``finalize``: exceptions, execution and sensor timeouts, failed and timed-out
+  deferrals;
+* the supervisor: a task process SIGKILLed, as the OOM killer does, where Airflow itself runs no
+  callback and sends no email;
+* the scheduler: a task whose supervisor died too, found by its missing heartbeat (which Airflow
+  3.3.2 handles twice), and a task the worker could not start.
+
+The final states must be those of the same DAG run by stock Airflow 3.3.2 (a fresh environment
+from the lock, without the patches).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import socket
 import time
 from pathlib import Path
@@ -127,9 +134,9 @@ def airflow3_services_env(base_env, home: Path, database_url: str, **overrides: 
     )
 
 
-def start_services(env: dict[str, str], tmp: Path, names: tuple[str, ...]):
+def start_services(env: dict[str, str], tmp: Path, names: tuple[str, ...], bin_dir: Path = BIN):
     """Start each Airflow service in its own process group; the api-server first, until it answers."""
-    airflow = str(BIN / "airflow")
+    airflow = str(bin_dir / "airflow")
     processes, logs = [], {}
     for name in names:
         logs[name] = tmp / f"{name}.log"
@@ -160,7 +167,16 @@ def lifecycle(airflow_base_env, tmp_path_factory) -> Lifecycle:
         yield _run(airflow_base_env, database_url, engine, robot, tmp)
 
 
-def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
+@pytest.fixture(scope="module")
+def unpatched_lifecycle(airflow_base_env, unpatched_bin, tmp_path_factory) -> Lifecycle:
+    """The same DAG run by stock Airflow 3.3.2 (released files, no airflow_ext): the reference."""
+    tmp = tmp_path_factory.mktemp("lifecycle3-unpatched")
+    base_env = {**airflow_base_env, "PATH": f"{unpatched_bin}{os.pathsep}{airflow_base_env['PATH']}"}
+    with metadata_engine() as (database_url, engine), counting_robot() as robot:
+        yield _run(base_env, database_url, engine, robot, tmp, bin_dir=unpatched_bin)
+
+
+def _run(base_env, database_url, engine, robot, tmp: Path, bin_dir: Path = BIN) -> Lifecycle:
     env = airflow3_services_env(
         base_env,
         tmp / "home",
@@ -175,14 +191,15 @@ def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
         AIRFLOW__SDK__COORDINATORS='{"missing": {"classpath": "airflow_ext.no_such_module.Coordinator"}}',
         AIRFLOW__SDK__QUEUE_TO_COORDINATOR='{"dingbot-nowhere": "missing"}',
     )
-    prepare_and_trigger(env, DAG_ID, RUN_ID)
+    prepare_and_trigger(env, DAG_ID, RUN_ID, bin_dir)
 
     def ended() -> tuple[bool, str]:
         run_state, current = run_states(engine, DAG_ID, RUN_ID)
         done = run_state in ("success", "failed") and {s for s, _ in current.values()} <= TERMINAL
         return done, f"{run_state} {current}"
 
-    processes, logs = start_services(env, tmp, ("api-server", "scheduler", "dag-processor", "triggerer"))
+    services = ("api-server", "scheduler", "dag-processor", "triggerer")
+    processes, logs = start_services(env, tmp, services, bin_dir)
     try:
         wait_for_end(ended, processes, logs, RUN_TIMEOUT_S, poll_s=1)
         time.sleep(QUIET_S)  # not an assertion: room for a duplicate to arrive before we look
@@ -194,8 +211,10 @@ def _run(base_env, database_url, engine, robot, tmp: Path) -> Lifecycle:
     return Lifecycle(messages, requests, current, [*logs.values(), *task_logs])
 
 
-def test_final_states_are_airflows_own(lifecycle):
-    assert lifecycle.states == EXPECTED_STATES
+def test_final_states_are_those_of_unpatched_airflow(lifecycle, unpatched_lifecycle):
+    assert unpatched_lifecycle.requests == [], "stock Airflow sends no alert"
+    assert unpatched_lifecycle.states == EXPECTED_STATES
+    assert lifecycle.states == unpatched_lifecycle.states
 
 
 def test_each_failed_try_alerts_exactly_once(lifecycle):

@@ -12,6 +12,8 @@
 * ``flags_off`` fails without asking for alerts.
 
 Without DINGBOT_E2E_KILLS=1 in the environment nothing kills anything: those tasks just fail.
+The flags come only through ``default_args`` (the DAG's and a task's own), which stock Airflow
+ignores, so the same file runs on unpatched Airflow for the reference states.
 """
 
 import os
@@ -33,6 +35,8 @@ except ImportError:  # Airflow 2
     from airflow.triggers.temporal import TimeDeltaTrigger
 
 DAG_ID = "dingbot_lifecycle"
+#: A task's own default_args that add the retry alert.
+RETRY_ALERT = {"ding_on_retry": True}
 NOWHERE_QUEUE = "dingbot-nowhere"
 
 
@@ -86,13 +90,13 @@ with DAG(
     catchup=False,
     default_args={"retries": 0, "retry_delay": timedelta(seconds=1), "ding_on_failure": True},
 ):
-    PythonOperator(task_id="raises", python_callable=fail, retries=1, ding_on_retry=True)
+    PythonOperator(task_id="raises", python_callable=fail, retries=1, default_args=RETRY_ALERT)
     PythonOperator(
         task_id="times_out",
         python_callable=sleep_long,
         execution_timeout=timedelta(seconds=2),
         retries=1,
-        ding_on_retry=True,
+        default_args=RETRY_ALERT,
     )
     PythonSensor(
         task_id="sensor_times_out", python_callable=lambda: False, poke_interval=1, timeout=3, mode="poke"
@@ -100,10 +104,10 @@ with DAG(
     Defers(task_id="deferral_times_out", ends="timeout")
     Defers(task_id="trigger_fails", ends="trigger_fails")
     Defers(task_id="trigger_fires_then_fails", ends="fires_then_fails")
-    PythonOperator(task_id="oom_killed", python_callable=oom, retries=1, ding_on_retry=True)
+    PythonOperator(task_id="oom_killed", python_callable=oom, retries=1, default_args=RETRY_ALERT)
     PythonOperator(task_id="supervisor_killed", python_callable=supervisor_and_task_die)
     PythonOperator(task_id="worker_cannot_start", python_callable=succeed, queue=NOWHERE_QUEUE)
-    PythonOperator(task_id="flags_off", python_callable=fail, ding_on_failure=False)
+    PythonOperator(task_id="flags_off", python_callable=fail, default_args={"ding_on_failure": False})
 
     @task
     def mapped_killed(i):

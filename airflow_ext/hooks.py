@@ -50,9 +50,14 @@ def wants_alert(kind: AlertKind | None, task: Any, mapped_task: Any = None) -> b
 
 
 def alert_if_wanted(
-    kind: AlertKind, task_instance: Any, task: Any, error: None | str | BaseException, logical_date: Any
+    kind: AlertKind | None,
+    task_instance: Any,
+    task: Any,
+    error: None | str | BaseException,
+    logical_date: Any,
 ) -> None:
-    """Send ``kind`` for ``task_instance`` if ``task`` (mapped or not) asks for it. Never raises."""
+    """Send ``kind`` for ``task_instance`` if ``task`` (mapped or not) asks for it; ``None``: not a
+    failed or retried try. Never raises."""
     try:
         if wants_alert(kind, task, task):  # a mapped task answers from its partial kwargs
             deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))

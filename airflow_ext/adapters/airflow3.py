@@ -32,7 +32,6 @@ from airflow_ext.hooks import (
     alert_kind,
     deliver_alert,
     task_flag,
-    wants_alert,
 )
 
 log = logging.getLogger(__name__)
@@ -63,11 +62,8 @@ def task_started(ti: Any) -> None:
 def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
     """Task runner's ``finalize``: alert per the task's flags, then tell the supervisor it is done."""
     try:
-        kind = alert_kind(state)
-        if wants_alert(kind, ti.task):
-            alert = Alert.from_task_instance(ti, error, kind, logical_date=_runtime_logical_date(ti))
-            deliver_alert(alert)
-    except Exception:
+        alert_if_wanted(alert_kind(state), ti, ti.task, error, _runtime_logical_date(ti))
+    except Exception:  # ti without a task: nothing to decide on
         log.exception("DingTalk alert for %s was not sent", _name(ti))
     finally:
         try:

@@ -78,12 +78,21 @@ def outbox_store():
     return _outbox_store
 
 
+def queue_in_database(alert: Alert) -> bool:
+    """Record ``alert`` for the ``[dingding]`` robot; False if this try was recorded before."""
+    robot = DingTalkRobot(config.load_dingtalk_settings())
+    return outbox_store().enqueue(alert, robot.key)
+
+
 def outbox_sender(alert: Alert) -> dict[str, Any]:
-    """The outbox backend: record ``alert`` in the metadata database and return, no network.
+    """The outbox backend: record ``alert`` in the metadata database and return, no robot call.
 
     ``airflow-ext deliver`` sends it, sharing the robot's rate limit with every other deliverer and
     coalescing storms into digests. The same try of the same task instance is recorded once.
+    Where the process has no database (an Airflow 3 task process or its supervisor), the line's
+    adapter takes the alert there: through the api-server, with the try's own Execution API token.
     """
-    robot = DingTalkRobot(config.load_dingtalk_settings())
-    queued = outbox_store().enqueue(alert, robot.key)
-    return {"queued": queued, "duplicate": not queued}
+    from airflow_ext.adapters import current
+
+    queued, via = current().queue_in_outbox(alert)
+    return {"queued": queued, "duplicate": not queued, "via": via}

@@ -1,4 +1,4 @@
-"""What a task process leaves for its supervisor: the ding flags of the try it is running.
+"""What a task process leaves for its supervisor: the ding flags of its try, and alerts to relay.
 
 On Airflow 3 a task process killed by SIGKILL (the OOM killer), a segfault or ``os._exit`` never
 reaches its failure handling, and its supervisor, which reports the state from the exit code,
@@ -6,6 +6,10 @@ never parsed the DAG: it cannot know whether the task asked for alerts. So right
 the task process writes a small note with its flags, and removes it once its own failure handling
 (``finalize``) has dealt with the try. A note still there when the process has ended means the try
 was not reported: the supervisor alerts from it, then removes it.
+
+With the outbox backend a task process, which has no database, leaves its alert (exception and
+traceback included) in a second file instead: the supervisor, which holds the try's Execution API
+token, posts it to the api-server once the process has ended (:func:`leave_alert`, :func:`take_alert`).
 
 Notes live in a private directory (mode 0700) of this user in the temporary directory, one file
 per try, written whole (temp file + rename), so a reader never sees half a note.
@@ -46,28 +50,51 @@ def _path(ti_id: object, try_number: int) -> Path:
     return directory() / f"{ti_id}.{int(try_number)}.json"
 
 
-def leave(ti_id: object, try_number: int, handoff: Handoff) -> None:
+def _alert_path(ti_id: object, try_number: int) -> Path:
+    return directory() / f"{ti_id}.{int(try_number)}.alert.json"
+
+
+def _write(path: Path, data: dict) -> None:
     folder = directory()
     folder.mkdir(mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".handoff.")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(dataclasses.asdict(handoff), fh)
-        os.replace(tmp, _path(ti_id, try_number))
+            json.dump(data, fh, ensure_ascii=False)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def take(ti_id: object, try_number: int) -> Handoff | None:
-    """The note for this try, removed; None if the task process removed it (or never left one)."""
-    path = _path(ti_id, try_number)
+def _take(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         return None
     finally:
         path.unlink(missing_ok=True)
+
+
+def leave(ti_id: object, try_number: int, handoff: Handoff) -> None:
+    _write(_path(ti_id, try_number), dataclasses.asdict(handoff))
+
+
+def leave_alert(ti_id: object, try_number: int, alert: dict) -> None:
+    """Hand an alert (``Alert.to_dict()``) of this try to the supervisor, which queues it."""
+    _write(_alert_path(ti_id, try_number), alert)
+
+
+def take_alert(ti_id: object, try_number: int) -> dict | None:
+    """The alert the task process left for this try, removed; None if it left none."""
+    return _take(_alert_path(ti_id, try_number))
+
+
+def take(ti_id: object, try_number: int) -> Handoff | None:
+    """The note for this try, removed; None if the task process removed it (or never left one)."""
+    data = _take(_path(ti_id, try_number))
+    if data is None:
+        return None
     names = {f.name for f in dataclasses.fields(Handoff)}
     return Handoff(**{k: v for k, v in data.items() if k in names})
 

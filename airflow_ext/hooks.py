@@ -79,8 +79,9 @@ def deliver_alert(alert: Alert) -> None:
     from airflow_ext.delivery import run_within
 
     stats = current().stats()
+    mapped = f" [map index {alert.map_index}]" if alert.map_index >= 0 else ""
     what = (
-        f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id} "
+        f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id}{mapped} "
         f"run {alert.run_id} try {alert.try_number}"
     )
     started = time.monotonic()
@@ -98,17 +99,21 @@ def deliver_alert(alert: Alert) -> None:
         stats.incr("dingbot.alert.failed")
         log.exception("%s not sent: the backend %s raised", what, config.backend_path())
     else:
-        outcome = _outcome(result)
+        outcome, words = _outcome(result)
         stats.incr(f"dingbot.alert.{outcome}")
         stats.timing("dingbot.alert.duration", (time.monotonic() - started) * 1000)
-        log.info("%s %s in %.2f s", what, _OUTCOME_WORDS[outcome], time.monotonic() - started)
+        log.info("%s %s in %.2f s", what, words, time.monotonic() - started)
 
 
-_OUTCOME_WORDS = {"sent": "delivered", "queued": "queued in the outbox", "duplicate": "already in the outbox"}
-
-
-def _outcome(result: Any) -> str:
-    """What a backend's answer says happened: the outbox backend queues, others deliver."""
+def _outcome(result: Any) -> tuple[str, str]:
+    """``(metric suffix, words)`` of what a backend's answer says happened: the outbox backend queues
+    (or, from an Airflow 3 task process, hands the alert to the supervisor), others deliver."""
     if isinstance(result, dict) and "queued" in result:
-        return "queued" if result["queued"] else "duplicate"
-    return "sent"
+        via = result.get("via", "database")
+        if via == "supervisor":
+            return "relayed", "handed to the supervisor for the outbox"
+        through = " through the api-server" if via == "api-server" else ""
+        if result["queued"]:
+            return "queued", f"queued in the outbox{through}"
+        return "duplicate", f"already in the outbox{through}"
+    return "sent", "delivered"

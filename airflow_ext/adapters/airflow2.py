@@ -35,6 +35,18 @@ def stuck_in_queued(task_instance: Any, task: Any, error: str) -> None:
     alert_if_wanted(AlertKind.FAILURE, task_instance, task, error, logical_date)
 
 
+def queue_in_outbox(alert: Alert) -> tuple[bool, str]:
+    """The outbox backend's way in: every 2.x process that handles failures has the database."""
+    from airflow_ext.dingbot import queue_in_database
+
+    return queue_in_database(alert), "database"
+
+
+def fastapi_apps() -> list[dict]:
+    """Airflow 2 has no api-server: its task processes write to the outbox themselves."""
+    return []
+
+
 def mask_secret(value: str) -> None:
     from airflow.utils.log.secrets_masker import mask_secret as airflow_mask_secret
 

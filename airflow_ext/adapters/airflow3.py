@@ -14,18 +14,30 @@ with its own task object, and task processes have no database:
   3.3.2 runs twice for callbacks, but once through this path); and its stuck-in-queued path
   (patch 0007), which fails a task without any failure handling.
 
-Every function here is called from Airflow's failure handling and never raises.
+With the outbox backend (:func:`queue_in_outbox`), a process that has the metadata database (the
+scheduler, ``dags test``) records the alert itself. A task process has none: ``finalize`` hands its
+alert to the supervisor (a :mod:`~airflow_ext.handoff` file), and the supervisor, which holds the
+try's Execution API token, posts it and its own alerts to the outbox route the package's plugin adds
+to the api-server (:func:`fastapi_apps`, :mod:`airflow_ext.outbox.api`).
+
+Every function called from Airflow's failure handling here never raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import functools
 import logging
 import signal
+import sys
+import uuid
 from typing import Any
 
 from airflow_ext import handoff
 from airflow_ext.alert import Alert, AlertKind, task_log_url
+from airflow_ext.errors import DeliveryError
 from airflow_ext.hooks import (
     FLAG_FOR_KIND,
     alert_if_wanted,
@@ -35,6 +47,16 @@ from airflow_ext.hooks import (
 )
 
 log = logging.getLogger(__name__)
+
+#: While ``finalize`` alerts: the try (task instance id, try number) a process without the
+#: database hands its outbox alert to the supervisor for.
+_RELAY_FOR: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "dingbot_relay_for", default=None
+)
+#: While the supervisor alerts: the Execution API's URL and the try's token, to reach the outbox.
+_EXECUTION_API: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "dingbot_execution_api", default=None
+)
 
 
 def task_started(ti: Any) -> None:
@@ -61,30 +83,160 @@ def task_started(ti: Any) -> None:
 
 def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
     """Task runner's ``finalize``: alert per the task's flags, then tell the supervisor it is done."""
+    relay = _RELAY_FOR.set((str(ti.id), int(ti.try_number)))
     try:
         alert_if_wanted(alert_kind(state), ti, ti.task, error, _runtime_logical_date(ti))
     except Exception:  # ti without a task: nothing to decide on
         log.exception("DingTalk alert for %s was not sent", _name(ti))
     finally:
+        _RELAY_FOR.reset(relay)
         try:
             handoff.clear(ti.id, ti.try_number)
         except Exception:
             log.exception("DingTalk alerts: could not remove the supervisor's note")
 
 
-def task_process_ended(ti: Any, exit_code: int | None, state: Any) -> None:
-    """Supervisor, after reporting the state: alert for a try its task process never handled."""
+def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any = None) -> None:
+    """Supervisor, after reporting the state: queue the alert ``finalize`` handed over, or alert for
+    a try its task process never handled. ``client`` is the supervisor's Execution API client."""
     try:
+        relayed = handoff.take_alert(ti.id, ti.try_number)
         note = handoff.take(ti.id, ti.try_number)
         handoff.remove_stale()
-        kind = alert_kind(state)
-        if note is None or kind is None:
-            return
-        if not getattr(note, FLAG_FOR_KIND[kind]):
-            return
-        deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
+        with _execution_api_of(client):
+            if relayed is not None:
+                deliver_alert(Alert.from_dict(relayed))
+                return
+            kind = alert_kind(state)
+            if note is None or kind is None:
+                return
+            if not getattr(note, FLAG_FOR_KIND[kind]):
+                return
+            deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
     except Exception:
         log.exception("DingTalk alert for %s was not sent", _name(ti))
+
+
+@contextlib.contextmanager
+def _execution_api_of(client: Any):
+    """Let the outbox backend use the supervisor's Execution API identity while it alerts."""
+    token = getattr(getattr(client, "auth", None), "token", None)
+    url = str(getattr(client, "base_url", "") or "")
+    if token and url.startswith(("http://", "https://")):
+        mask_secret(token)
+        reset = _EXECUTION_API.set((url, token))
+    else:  # a dry-run client, or none: the outbox is reached some other way, or not at all
+        reset = _EXECUTION_API.set(None)
+    try:
+        yield
+    finally:
+        _EXECUTION_API.reset(reset)
+
+
+def queue_in_outbox(alert: Alert) -> tuple[bool, str]:
+    """The outbox backend's way in from this process: ``(queued, via)``; raises DeliveryError.
+
+    The supervisor posts through the api-server with its try's token; a process with the metadata
+    database writes to it; a task process hands the alert to its supervisor.
+    """
+    from airflow_ext import config
+    from airflow_ext.delivery import current_deadline
+
+    api = _EXECUTION_API.get()
+    if api is not None:
+        from airflow_ext.outbox.api_client import outbox_url, post_alert
+
+        url, token = api
+        policy = config.load_retry_policy()
+        return post_alert(alert, outbox_url(url), token, policy, deadline_at=current_deadline()), "api-server"
+    if _has_database():
+        from airflow_ext.dingbot import queue_in_database
+
+        return queue_in_database(alert), "database"
+    relay = _RELAY_FOR.get()
+    if relay is not None:
+        handoff.leave_alert(*relay, alert.to_dict())
+        return True, "supervisor"
+    raise DeliveryError(
+        "the outbox cannot be reached from this process: it has neither the metadata database nor a "
+        "task's Execution API token",
+        retryable=False,
+    )
+
+
+def _has_database() -> bool:
+    """Whether this process may use the metadata database: task processes have it blocked."""
+    settings = sys.modules.get("airflow.settings")
+    return settings is not None and getattr(settings, "engine", None) is not None
+
+
+# -- the api-server side: the outbox route (see airflow_ext.outbox.api) ---------------------------
+
+
+def fastapi_apps() -> list[dict]:
+    """The app the package's plugin mounts on the api-server, beside the Execution API."""
+    from airflow_ext.dingbot import queue_in_database
+    from airflow_ext.outbox.api import URL_PREFIX, OutboxDoor
+    from airflow_ext.outbox.api_app import create_app
+
+    door = OutboxDoor(task_instance_id=task_instance_of_token, find_try=find_try, queue=queue_in_database)
+    return [{"app": create_app(door), "url_prefix": URL_PREFIX, "name": "airflow-dingbot outbox"}]
+
+
+@functools.cache
+def _execution_token_validator():
+    # The Execution API's own validator, built from the same configuration (keys, audience,
+    # issuer): a token is valid here exactly when it is valid there.
+    from airflow.api_fastapi.execution_api.app import _jwt_validator
+
+    return _jwt_validator()
+
+
+async def task_instance_of_token(token: str) -> str:
+    """The task instance id of a running try's Execution API token; Refused otherwise."""
+    from airflow_ext.outbox.api import Refused
+
+    try:
+        claims = await _execution_token_validator().avalidated_claims(token, {})
+    except Exception:  # expired, wrong key, wrong audience, not a JWT: the reason stays in our log
+        log.info("Outbox alert refused: the task token did not validate", exc_info=True)
+        raise Refused(403, "invalid task token") from None
+    if claims.get("scope", "execution") != "execution":
+        raise Refused(403, "only a running try's execution token can queue alerts (this is a workload token)")
+    try:
+        return str(uuid.UUID(str(claims.get("sub"))))
+    except ValueError:
+        raise Refused(403, "the task token does not name a task instance") from None
+
+
+def find_try(ti_id: str):
+    """The try a task instance id names: the current try, or a retried one in the history table."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_ext.outbox.api import TaskTry
+
+    def columns(model):
+        return model.dag_id, model.task_id, model.run_id, model.map_index, model.try_number, model.state
+
+    key = uuid.UUID(ti_id)
+    with create_session() as session:
+        row = session.execute(select(*columns(TaskInstance)).where(TaskInstance.id == key)).first()
+        archived = row is None
+        if archived:  # retried since: Airflow 3 gives each try its own id and keeps the old one here
+            row = session.execute(
+                select(*columns(TaskInstanceHistory))
+                .where(TaskInstanceHistory.task_instance_id == key)
+                .order_by(TaskInstanceHistory.try_number.desc())
+                .limit(1)
+            ).first()
+    if row is None:
+        return None
+    dag_id, task_id, run_id, map_index, try_number, state = row
+    state = getattr(state, "value", state)
+    return TaskTry(dag_id, task_id, run_id, int(map_index), int(try_number), state, archived=archived)
 
 
 def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import BIN, assert_no_secret, run
-from tests.e2e.test_storm_localexecutor import tail
+from tests.conftest import BIN, assert_no_secret, local_executor_env, run
 from tests.outbox.conftest import postgres_metadata_database
 
 
@@ -72,3 +75,86 @@ def wait_for_end(
             f"--- {name}:\n{tail(log)}" for name, log in logs.items()
         )
         time.sleep(poll_s)
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+STOP_TIMEOUT_S = 30
+
+
+def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to each process group, SIGKILL to what is left of it after STOP_TIMEOUT_S."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the leader's children (executor workers, DAG processor, task processes) too
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path.name}: none)"
+
+
+# -- Airflow 3 services -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow3_services_env(base_env, home: Path, database_url: str, **overrides: str) -> dict[str, str]:
+    """LocalExecutor on ``database_url`` with its own api-server, which the workers call."""
+    port = free_port()
+    return local_executor_env(
+        base_env,
+        home,
+        database_url,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__API_AUTH__JWT_SECRET="dingbot-e2e-jwt-secret-not-for-production",
+        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="60",
+        **overrides,
+    )
+
+
+def start_services(env: dict[str, str], tmp: Path, names: tuple[str, ...], bin_dir: Path = BIN):
+    """Start each Airflow service in its own process group; the api-server first, until it answers."""
+    airflow = str(bin_dir / "airflow")
+    processes, logs = [], {}
+    for name in names:
+        logs[name] = tmp / f"{name}.log"
+        processes.append(start([airflow, name], env, logs[name]))
+        if name == "api-server":
+            wait_for_port(int(env["AIRFLOW__API__PORT"]), processes[-1], logs[name])
+    return processes, logs
+
+
+def wait_for_port(port: int, process, log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the api-server exited early:\n{tail(log)}"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the api-server did not listen on {port} in {timeout_s} s:\n{tail(log)}")

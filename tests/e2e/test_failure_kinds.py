@@ -26,8 +26,15 @@ from tests.conftest import (
     robot_env,
     run,
 )
-from tests.e2e.scheduled import metadata_engine, prepare_and_trigger, run_states, wait_for_end
-from tests.e2e.test_storm_localexecutor import all_named, named_in, start, stop_all
+from tests.e2e.scheduled import (
+    metadata_engine,
+    prepare_and_trigger,
+    run_states,
+    start,
+    stop_all,
+    wait_for_end,
+)
+from tests.e2e.test_storm_localexecutor import all_named, named_in
 
 pytestmark = pytest.mark.e2e
 

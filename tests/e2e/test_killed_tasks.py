@@ -41,7 +41,8 @@ from tests.conftest import (
     robot_env,
     run,
 )
-from tests.e2e.test_storm_localexecutor import named_in, start, stop_all, tail
+from tests.e2e.scheduled import start, stop_all, tail
+from tests.e2e.test_storm_localexecutor import named_in
 from tests.outbox.conftest import postgres_metadata_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]

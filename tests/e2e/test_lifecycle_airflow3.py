@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -30,11 +29,18 @@ from tests.conftest import (
     BIN,
     assert_no_secret,
     counting_robot,
-    local_executor_env,
     robot_env,
 )
-from tests.e2e.scheduled import metadata_engine, prepare_and_trigger, run_states, wait_for_end
-from tests.e2e.test_storm_localexecutor import all_named, start, stop_all, tail
+from tests.e2e.scheduled import (
+    airflow3_services_env,
+    metadata_engine,
+    prepare_and_trigger,
+    run_states,
+    start_services,
+    stop_all,
+    wait_for_end,
+)
+from tests.e2e.test_storm_localexecutor import all_named
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
 
@@ -108,54 +114,6 @@ class Lifecycle:
             if [(n.task, n.map_index) for n in named] == [(task_id, map_index)]:
                 found.append(text_)
         return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def airflow3_services_env(base_env, home: Path, database_url: str, **overrides: str) -> dict[str, str]:
-    """LocalExecutor on ``database_url`` with its own api-server, which the workers call."""
-    port = _free_port()
-    return local_executor_env(
-        base_env,
-        home,
-        database_url,
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__API_AUTH__JWT_SECRET="dingbot-e2e-jwt-secret-not-for-production",
-        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="60",
-        **overrides,
-    )
-
-
-def start_services(env: dict[str, str], tmp: Path, names: tuple[str, ...], bin_dir: Path = BIN):
-    """Start each Airflow service in its own process group; the api-server first, until it answers."""
-    airflow = str(bin_dir / "airflow")
-    processes, logs = [], {}
-    for name in names:
-        logs[name] = tmp / f"{name}.log"
-        processes.append(start([airflow, name], env, logs[name]))
-        if name == "api-server":
-            _wait_for_port(int(env["AIRFLOW__API__PORT"]), processes[-1], logs[name])
-    return processes, logs
-
-
-def _wait_for_port(port: int, process, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the api-server exited early:\n{tail(log)}"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"the api-server did not listen on {port} in {timeout_s} s:\n{tail(log)}")
 
 
 @pytest.fixture(scope="module")

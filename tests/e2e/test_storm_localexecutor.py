@@ -2,16 +2,18 @@
 whose 104 task instances fail, about 1.4 a second for 70 seconds (dags/dingbot_storm.py); the
 outbox backend records the failures and `airflow-ext deliver` sends them to a robot that enforces
 DingTalk's 20 messages a minute and its 10-minute block. Every failure must reach the group, named
-exactly once, without one throttled answer."""
+exactly once, without one throttled answer.
+
+On Airflow 3 the api-server and the dag-processor run too: task processes have no database, so each
+failure reaches the outbox from its supervisor through the api-server's outbox route, with the
+try's own Execution API token.
+"""
 
 from __future__ import annotations
 
 import bisect
 import collections
-import os
 import re
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import (
+    AIRFLOW_LINE,
     BIN,
     ROBOT_SECRET,
     ROBOT_TOKEN,
@@ -28,10 +31,10 @@ from tests.conftest import (
     robot_env,
     run,
 )
+from tests.e2e.scheduled import airflow3_services_env, start, start_services, stop_all, tail
 from tests.outbox.conftest import postgres_metadata_database
 
-# Airflow 2.x: on 3.x task processes have no database (the outbox through the api-server comes next).
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
+pytestmark = pytest.mark.e2e
 
 DAG_ID = "dingbot_storm"
 RUN_ID = "e2e_storm"
@@ -44,7 +47,6 @@ RATE_LIMIT, WINDOW_S = 20, 60.0  # the FakeRobot defaults: DingTalk's rule
 DELIVERY_TIMEOUT_S = 180
 #: The last task's state (and the run's) is committed right after its alert was recorded.
 SETTLE_TIMEOUT_S = 30
-STOP_TIMEOUT_S = 30
 
 
 # -- reading what the group saw --------------------------------------------------------------------
@@ -57,6 +59,8 @@ DIGEST_ENTRY = re.compile(
     r"^- (?P<task>.+?)(?: \[map index (?P<index>\d+)\])? · try (?P<try>\d+) of (?P<of>\d+)"
     r" · (?P<outcome>failed|will retry)(?: · |$)"
 )
+#: A JSON Web Token (header.payload.signature, base64url), as Airflow 3 gives each try.
+JWT = re.compile(r"\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]{10,}")
 TASK_WITH_INDEX = re.compile(r"^(?P<task>.+?)(?: \[map index (?P<index>\d+)\])?$")
 
 Named = collections.namedtuple("Named", "dag run task map_index try_number attempts outcome")
@@ -111,36 +115,6 @@ def busiest_window(times: list[float], window_s: float) -> int:
     return max((bisect.bisect_left(times, t + window_s) - i for i, t in enumerate(times)), default=0)
 
 
-# -- processes -------------------------------------------------------------------------------------
-
-
-def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    with log_path.open("wb") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_all(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM to each process group, SIGKILL to what is left of it after STOP_TIMEOUT_S."""
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the leader's children (executor workers, DAG processor, task processes) too
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path.name}: none)"
-
-
 # -- the test --------------------------------------------------------------------------------------
 
 
@@ -151,9 +125,14 @@ def postgres_metadata_url():
         yield url
 
 
+#: The Airflow services of a scheduled run on each line (Airflow 3's workers call the api-server).
+SERVICES = {"2": ("scheduler",), "3": ("api-server", "scheduler", "dag-processor")}
+
+
 @pytest.fixture
 def storm_env(airflow_base_env, postgres_metadata_url, robot, tmp_path):
-    env = local_executor_env(
+    environment = airflow3_services_env if AIRFLOW_LINE == "3" else local_executor_env
+    env = environment(
         airflow_base_env,
         tmp_path / "home",
         postgres_metadata_url,
@@ -187,19 +166,20 @@ def test_storm_of_failures_reaches_the_robot_unthrottled(storm_env, postgres_met
             ).scalar()
         return collections.Counter(state for (state,) in tis), run_state
 
-    scheduler_log, deliverer_log = tmp_path / "scheduler.log", tmp_path / "deliver.log"
-    processes = []
+    deliverer_log = tmp_path / "deliver.log"
+    processes, service_logs = start_services(storm_env, tmp_path, SERVICES[AIRFLOW_LINE])
+    scheduler_log = service_logs["scheduler"]
     started = time.monotonic()
     try:
-        processes.append(start([airflow, "scheduler"], storm_env, scheduler_log))
         processes.append(start([airflow_ext, "deliver"], storm_env, deliverer_log))
+        service_logs["deliver"] = deliverer_log
         deadline = started + DELIVERY_TIMEOUT_S
         named: set[tuple[str, int]] = set()
         while time.monotonic() < deadline:
             named = {(n.task, n.map_index) for n in all_named(robot.messages)}
             if EXPECTED <= named or refused(robot.requests):
                 break  # a throttled robot refuses everything for 10 minutes: no use waiting
-            for process, log in zip(processes, (scheduler_log, deliverer_log)):
+            for process, log in zip(processes, service_logs.values()):
                 assert process.poll() is None, f"{log.name} exited early:\n{tail(log)}"
             time.sleep(0.5)
         delivered_s = time.monotonic() - started
@@ -255,13 +235,22 @@ def test_storm_of_failures_reaches_the_robot_unthrottled(storm_env, postgres_met
     assert status.returncode == 0, status.stdout + status.stderr
     assert re.search(rf"pending 0 \(oldest -\), sent {len(EXPECTED)}, dead 0\b", status.stdout), status.stdout
 
-    # No credential in anything the run printed or logged: scheduler, deliverer, every task's log.
-    logs = [scheduler_log, deliverer_log, *Path(storm_env["AIRFLOW_HOME"], "logs").rglob("*")]
+    # No credential in anything the run printed or logged: every service, every task's log.
+    logs = [*service_logs.values(), *Path(storm_env["AIRFLOW_HOME"], "logs").rglob("*")]
     task_logs = [p for p in logs if p.is_file() and "attempt=" in p.name]
     assert len(task_logs) == len(EXPECTED), len(task_logs)
     for path in logs:
         if path.is_file():
             content = path.read_text(errors="replace")
             assert ROBOT_TOKEN not in content and ROBOT_SECRET not in content, path
+            assert not JWT.search(content), f"a token in {path}"
+    if AIRFLOW_LINE == "3":  # each failure went from its task process to its supervisor to the api-server
+        said = "\n".join(p.read_text(errors="replace") for p in task_logs)
+        assert said.count("handed to the supervisor for the outbox") == len(EXPECTED)
+        # LocalExecutor's supervisors log to the scheduler's output once the task's log is closed.
+        queued = scheduler_log.read_text(errors="replace").count(
+            "queued in the outbox through the api-server"
+        )
+        assert queued == len(EXPECTED), queued
     assert_no_secret(status.stdout, status.stderr, reserialize.stdout, reserialize.stderr, trigger.stdout)
     print(f"{len(EXPECTED)} failures in {len(messages)} messages, {delivered_s:.0f} s after the start")

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, assert_no_secret, counting_robot, local_executor_env, robot_env
-from tests.e2e.scheduled import metadata_engine, prepare_and_trigger, run_states, wait_for_end
-from tests.e2e.test_storm_localexecutor import named_in, start, stop_all
+from tests.e2e.scheduled import (
+    metadata_engine,
+    prepare_and_trigger,
+    run_states,
+    start,
+    stop_all,
+    wait_for_end,
+)
+from tests.e2e.test_storm_localexecutor import named_in
 
 pytestmark = pytest.mark.e2e
 

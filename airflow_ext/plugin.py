@@ -1,0 +1,27 @@
+"""The Airflow plugin the package registers (entry point ``airflow.plugins``): installing the
+package is all the api-server needs.
+
+On Airflow 3 it mounts the outbox route (:mod:`airflow_ext.outbox.api`) at ``/dingbot`` on the
+api-server, where workers, which have no database, queue their alerts. Airflow 2 needs none: its
+task processes write to the outbox themselves. The app is built on first use, by the api-server,
+not in every process that loads plugins.
+"""
+
+from __future__ import annotations
+
+import functools
+
+try:
+    from airflow.plugins_manager import AirflowPlugin
+except ImportError:  # an Airflow 3 worker with the Task SDK alone
+    from airflow.sdk.plugins_manager import AirflowPlugin
+
+
+class DingbotPlugin(AirflowPlugin):
+    name = "airflow_dingbot"
+
+    @functools.cached_property
+    def fastapi_apps(self) -> list[dict]:
+        from airflow_ext.adapters import current
+
+        return current().fastapi_apps()

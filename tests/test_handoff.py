@@ -59,3 +59,14 @@ def test_stale_notes_are_removed_fresh_ones_kept():
 def test_no_directory_yet_means_nothing_to_take():
     assert handoff.take("ti", 1) is None
     assert handoff.remove_stale() == 0
+
+
+def test_a_relayed_alert_is_taken_once_and_apart_from_the_note():
+    alert = {"kind": "failure", "dag_id": "d", "task_id": "t", "run_id": "r", "try_number": 1, "max_tries": 0}
+    handoff.leave("ti", 1, NOTE)
+    handoff.leave_alert("ti", 1, {**alert, "exception_message": "boom ✓"})
+    handoff.clear("ti", 1)  # finalize clears its note; the alert stays for the supervisor
+    assert handoff.take_alert("ti", 2) is None
+    assert handoff.take_alert("ti", 1) == {**alert, "exception_message": "boom ✓"}
+    assert handoff.take_alert("ti", 1) is None
+    assert handoff.take("ti", 1) is None

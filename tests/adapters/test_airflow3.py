@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import pytest
 from airflow_ext import handoff, hooks
 from airflow_ext.adapters import airflow3
 from airflow_ext.alert import AlertKind
+from tests.outbox.test_api_client import Server
 
 pytestmark = pytest.mark.airflow3
 
@@ -141,3 +143,104 @@ def test_adapter_never_raises(sent, monkeypatch):
     failing = server_ti("queued", retry=False, ding_on_failure=True)
     airflow3.executor_reported_failure(failing, "failed", "x")
     airflow3.stuck_in_queued(failing, failing.task, "x")
+
+
+# -- the outbox backend on Airflow 3: which way each process reaches the outbox ----------------------
+
+
+@pytest.fixture
+def outbox_backend(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__DINGBOT__DING_BOT_BACKEND", "airflow_ext.dingbot.outbox_sender")
+    monkeypatch.setenv("AIRFLOW__DINGBOT__TIMEOUT", "2")
+    caplog.set_level(logging.INFO, logger="airflow_ext")
+
+
+@pytest.fixture
+def api_server():
+    """A stand-in for the api-server's outbox route that queues every alert."""
+    api = Server([(201, {"queued": True, "duplicate": False})])
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def no_database(monkeypatch):
+    monkeypatch.setattr(airflow3, "_has_database", lambda: False)
+
+
+def logged(caplog, capsys) -> str:
+    """What was logged: Airflow 3's structlog set-up, once loaded, writes to stdout instead."""
+    return caplog.text + capsys.readouterr().out
+
+
+TOKEN = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ0aSJ9.c2lnbmF0dXJlLXRoYXQtaXMtc2VjcmV0"
+
+
+def supervisor_client(api) -> SimpleNamespace:
+    """Shaped like the supervisor's Execution API client (airflow.sdk.api.client.Client)."""
+    root = api.url.removesuffix("/dingbot/outbox/alerts")
+    return SimpleNamespace(auth=SimpleNamespace(token=TOKEN), base_url=f"{root}/execution/")
+
+
+def test_a_task_process_hands_its_alert_to_the_supervisor_which_posts_it(
+    outbox_backend, no_database, api_server, caplog, capsys
+):
+    api = api_server
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    try:
+        raise ValueError("boom")
+    except ValueError as err:
+        airflow3.task_finalized(ti, "failed", err)
+    assert api.seen == [], "the task process has no token: it posts nothing itself"
+    assert "handed to the supervisor for the outbox" in logged(caplog, capsys)
+
+    airflow3.task_process_ended(ti, 0, "failed", supervisor_client(api))
+
+    ((authorization, sent),) = api.seen
+    assert authorization == f"Bearer {TOKEN}"
+    assert sent["alert"]["exception_type"] == "ValueError" and "boom" in sent["alert"]["exception_message"]
+    assert "raise ValueError" in sent["alert"]["traceback"]
+    assert "queued in the outbox through the api-server" in logged(caplog, capsys)
+    assert handoff.take_alert(ti.id, ti.try_number) is None, "the relayed alert is gone once posted"
+    assert TOKEN not in logged(caplog, capsys)
+
+
+def test_the_supervisor_posts_its_own_alert_for_a_killed_process(outbox_backend, no_database, api_server):
+    api = api_server
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    airflow3.task_process_ended(ti, -signal.SIGKILL, "failed", supervisor_client(api))
+    ((_, sent),) = api.seen
+    assert sent["alert"]["exception_type"] == "SIGKILL"
+
+
+def test_a_process_with_the_database_writes_to_it(outbox_backend, monkeypatch, caplog, capsys):
+    written = []
+    monkeypatch.setattr(airflow3, "_has_database", lambda: True)
+    monkeypatch.setattr("airflow_ext.dingbot.queue_in_database", lambda alert: written.append(alert) or True)
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_finalized(ti, "failed", ValueError("boom"))  # `airflow dags test`: in-process
+    assert [a.exception_type for a in written] == ["ValueError"]
+    assert handoff.take_alert(ti.id, ti.try_number) is None
+    assert "queued in the outbox in" in logged(caplog, capsys)
+
+
+def test_without_database_or_token_the_alert_is_logged_as_lost(outbox_backend, no_database, caplog, capsys):
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    airflow3.task_process_ended(ti, -signal.SIGKILL, "failed", None)  # no client (a dry run)
+    assert "neither the metadata database nor a task's Execution API token" in logged(caplog, capsys)
+
+
+def test_the_api_server_unreachable_is_logged_once_and_bounded(outbox_backend, no_database, caplog, capsys):
+    import time
+
+    ti = runtime_ti(ding_on_failure=True)
+    airflow3.task_started(ti)
+    client = SimpleNamespace(auth=SimpleNamespace(token=TOKEN), base_url="http://127.0.0.1:9/execution/")
+    started = time.monotonic()
+    airflow3.task_process_ended(ti, -signal.SIGKILL, "failed", client)
+    assert time.monotonic() - started < 2 + 0.5
+    lines = [line for line in logged(caplog, capsys).splitlines() if "not delivered" in line]
+    assert len(lines) == 1 and "http://127.0.0.1:9/dingbot/outbox/alerts did not answer" in lines[0]

@@ -13,11 +13,13 @@ import os
 from typing import Any, Callable
 
 from airflow_ext import config
+from airflow_ext.adapters import current
 from airflow_ext.config_description import CONFIG_DESCRIPTION, DEFAULT_BACKEND
 from airflow_ext.errors import ConfigError
 
+OUTBOX_BACKEND = "airflow_ext.dingbot.outbox_sender"
 #: Backends of this package that send to the ``[dingding]`` robot, so need it configured.
-DINGTALK_BACKENDS = frozenset({DEFAULT_BACKEND, "airflow_ext.dingbot.outbox_sender"})
+DINGTALK_BACKENDS = frozenset({DEFAULT_BACKEND, OUTBOX_BACKEND})
 
 #: Airflow's own variants of a sensitive option: ``bot_url_cmd``, ``bot_url_secret``.
 _SENSITIVE_VARIANTS = ("_cmd", "_secret")
@@ -102,6 +104,8 @@ def _checks(conf: Any) -> list[Callable[[Any], Any]]:
             config.read_at_mobiles,
             check_template,
         ]
+    if path == OUTBOX_BACKEND and current().OUTBOX_THROUGH_API_SERVER:
+        checks.append(config.read_outbox_url)
     return checks
 
 

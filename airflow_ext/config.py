@@ -216,6 +216,14 @@ def load_delivery_schedule(conf=None) -> DeliverySchedule:
     )
 
 
+def read_outbox_url(conf=None) -> str:
+    """Where Airflow 3 workers post outbox alerts: beside ``[core] execution_api_server_url``."""
+    from airflow_ext.outbox.api_client import outbox_url
+
+    conf = conf or _conf()
+    return outbox_url(read_option(conf, "core", "execution_api_server_url", "") or "")
+
+
 def backend_path(conf=None) -> str:
     conf = conf or _conf()
     return (read_option(conf, "dingbot", "ding_bot_backend", DEFAULT_BACKEND) or "").strip()

@@ -201,3 +201,26 @@ def test_a_value_that_cannot_be_read_names_the_option_not_the_value(monkeypatch)
         config.read_option(Broken(), "dingding", "bot_url")
 
     assert str(caught.value) == "[dingding] bot_url cannot be read (RuntimeError)"
+
+
+@pytest.mark.airflow3
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://api-server:8080/execution/", None),
+        (
+            "http://api-server:8080/api/v2/",
+            "[core] execution_api_server_url must be the api-server's Execution API",
+        ),
+    ],
+)
+def test_the_outbox_on_airflow3_needs_the_execution_api_url(environment, url, problem):
+    environment(
+        **GOOD,
+        AIRFLOW__DINGBOT__DING_BOT_BACKEND="airflow_ext.dingbot.outbox_sender",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=url,
+    )
+    problems = checks.find_problems()
+    assert problems == ([] if problem is None else [problems[0]])
+    if problem:
+        assert problems[0].startswith(problem)

@@ -16,6 +16,9 @@ from airflow_ext.hooks import alert_if_wanted, alert_kind, deliver_alert, wants_
 
 log = logging.getLogger(__name__)
 
+#: Every 2.x process that handles failures has the metadata database: the outbox needs no route.
+OUTBOX_THROUGH_API_SERVER = False
+
 
 def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
     """Called from ``_handle_failure`` after the state is decided, beside the email alert. Never raises."""

@@ -48,6 +48,9 @@ from airflow_ext.hooks import (
 
 log = logging.getLogger(__name__)
 
+#: Task processes have no database: outbox alerts go through the api-server (see the module doc).
+OUTBOX_THROUGH_API_SERVER = True
+
 #: While ``finalize`` alerts: the try (task instance id, try number) a process without the
 #: database hands its outbox alert to the supervisor for.
 _RELAY_FOR: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(

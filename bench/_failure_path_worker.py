@@ -14,7 +14,7 @@ Two ways to run it:
 
 * ``python _failure_path_worker.py once --iterations 200 --warmup 10`` prints one JSON object
   with the samples, median and p99 (milliseconds), for a quick look by hand;
-* ``python _handle_failure_worker.py serve`` is what ``bench_failure_path.py`` uses: it keeps the
+* ``python _failure_path_worker.py serve`` is what ``bench_failure_path.py`` uses: it keeps the
   process (and its DAG, DagRun and session) alive and answers JSON commands, one per line on
   stdin, so that the two environments can be measured alternately in one run. Everything the
   process itself prints (Airflow's logs) goes to ``--log-file`` instead of the protocol stream.

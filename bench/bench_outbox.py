@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The outbox mode under load: an alert storm at one rate-limited robot, the failure path, one alert.
 
-    python bench/bench_outbox.py [--quick] [--only storm|failure-path|latency] [--json FILE]
-                                 [--keep-logs DIR] [--postgres-url URL]
+    python bench/bench_outbox.py [--airflow-line 2|3] [--quick] [--only storm|failure-path|latency]
+                                 [--json FILE] [--keep-logs DIR] [--postgres-url URL]
+    tox -e bench / tox -e bench-airflow2     (after bench_failure_path.py, on that line)
+
+The line is ``--airflow-line``, else ``DINGBOT_AIRFLOW_LINE`` (the tox environments set it), else 3.
 
 With ``[dingbot] ding_bot_backend = airflow_ext.dingbot.outbox_sender`` failure handling only
 records the alert in the Airflow metadata database; ``airflow-ext deliver`` sends it. This script
 uses the patched and unpatched environments ``bench_failure_path.py`` builds (``.bench/envs/``,
-same code, imported from it) and measures, with the real ``airflow-ext deliver`` command:
+same code, imported from it) and measures, with the real ``airflow-ext deliver`` command, on
+**Airflow 2.11.2**:
 
 1. **Storm**: 8 producer processes record 1000 alerts (distinct tasks of 40 DAGs) through
    ``outbox_sender`` within 10 s while 2 ``airflow-ext deliver`` replicas with the default schedule
@@ -16,14 +20,39 @@ same code, imported from it) and measures, with the real ``airflow-ext deliver``
    storm's start, throttled answers, the most messages in any 60 s, when the last failure was named.
    On PostgreSQL, and in the full profile on SQLite too.
 2. **Failure path**: ``TaskInstance.handle_failure`` with the outbox backend against stock Airflow
-   (``bench/_handle_failure_worker.py``, alternating A B / B A), with a healthy robot configured and
+   (``bench/_failure_path_worker.py``, alternating A B / B A), with a healthy robot configured and
    with one that never answers; on SQLite and on PostgreSQL as the metadata database.
 3. **One alert**: record one alert at a time with one deliverer running against a calm robot and
    time failure (the backend call) to the robot's acceptance.
 
+**Airflow 3.3.2.** A task process has no database: ``finalize`` hands its alert to the
+supervisor in a file, and the supervisor posts it with its try's Execution API token to the route
+the package's plugin adds to the api-server (``POST /dingbot/outbox/alerts``), which checks the
+token against the task instance and queues it. So on this line the script sets up, in one
+PostgreSQL database: ``airflow db migrate``; the 40 DAGs x 25 tasks of ``bench/_outbox_dags3.py``
+(``airflow dags reserialize``); three runs of every DAG (``trigger_dag``, which on 3.3.2 creates the
+task instances with the run), one per part, with every task instance set to ``failed``, try 1, by
+SQL (``_outbox_worker.py task-instances``). Each alert is then for one genuine failed try and is
+posted with a token signed with the api-server's ``[api_auth] jwt_secret`` for that task instance,
+as the Execution API issues them. ``airflow api-server -w 1`` is started per part with that part's
+robot in ``[dingding]`` (the api-server decides the robot of what it queues); no scheduler runs.
+
+1. **Storm**: 8 processes POST 1000 alerts (``api_client.post_alert``, the supervisor's client)
+   within 10 s while 2 ``airflow-ext deliver`` replicas with the default schedule deliver to the
+   rate-limited robot; "within 75 s" counts from the last POST.
+2. **Failure path**: the task runner's ``finalize`` with the outbox backend in a process that has
+   called the Task SDK's ``block_orm_access()``, as a task process has (``_outbox_worker.py
+   finalize``), patched against stock, alternating; the alert goes to the handoff file. Beside it,
+   the supervisor's ``task_process_ended`` (with a client with ``.auth.token`` and ``.base_url``)
+   taking that file and posting it to the api-server: after the task process has ended, so not on
+   the task's path.
+3. **One alert**: POST one alert every 3-5 s with one deliverer running; from the POST's start to
+   the robot's acceptance.
+
 PostgreSQL is at ``DINGBOT_BENCH_POSTGRES_URL`` or ``--postgres-url`` (default: user postgres on
 127.0.0.1:5432); the script creates a database ``dingbot_bench_<random>`` and drops it at the end.
-Without a reachable server the PostgreSQL figures are left out, with a note. Everything printed is
+Without a reachable server the PostgreSQL figures are left out, with a note (Airflow 3.3.2: the
+benchmark does not run, it needs the task instances in the database). Everything printed is
 a figure with its target; nothing asserts on time, and the exit status is 0 unless the benchmark
 itself could not run.
 """
@@ -36,14 +65,18 @@ import os
 import random
 import re
 import secrets
+import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +111,9 @@ LATENCY_P50_MAX_S = 2.0
 #: alert every second or so never presses the robot; the deliverer sends singles while calm.
 LATENCY_RATE_LIMIT = 1000
 SILENT_DEADLINE_S = 2.0
+#: What "within 75 s" counts from: Airflow 2's storm from its start (its figures of 2026-11-21),
+#: Airflow 3's from the last POST, as the issue for 3.3.2 states it.
+SINCE2 = "the storm's start"
 
 
 @dataclass(frozen=True)
@@ -446,7 +482,7 @@ def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, prof
             workers[name] = fp.Worker(name, envs[name], homes[name], tmp / f"fp-{kind}-{name}.log")
         for name, worker in workers.items():
             wants = name == PATCHED
-            if worker.info["taskinstance_calls_hook"] != wants or worker.info["ding_on_failure"] != wants:
+            if worker.info["failure_path_calls_hook"] != wants or worker.info["ding_on_failure"] != wants:
                 raise BenchError(f"the {name} environment does not look {name}: {worker.info}")
         counter = Producer(
             0,
@@ -564,6 +600,585 @@ def bench_latency(envs, tmp: Path, kind: str, pg_database: str | None, profile: 
 
 
 # ----------------------------------------------------------------------------------------------
+# Airflow 3.3.2: alerts reach the outbox through the api-server
+# ----------------------------------------------------------------------------------------------
+
+DAGS3_FILE = Path(__file__).resolve().parent / "_outbox_dags3.py"
+#: The DAG runs whose failed tries the three parts post alerts for (each try once: the outbox keeps
+#: one row per try and robot, so a second post would only measure the duplicate answer).
+RUN_STORM, RUN_LATENCY, RUN_SUPERVISOR = "bench_storm", "bench_latency", "bench_supervisor"
+SINCE3 = "the last POST"
+#: Part 3 on 3.3.2: one alert every 3-5 s (random phase against the deliverer's poll).
+LATENCY3_SPACING_S = (3.0, 5.0)
+
+
+@dataclass
+class Airflow3:
+    """One metadata database (PostgreSQL) with 40 DAGs x 25 tasks serialized and, per run id, a
+    failed first try of each; the api-server is started per part with that part's robot."""
+
+    envs: dict
+    home: Path
+    db_url: str
+    jwt_secret: str
+    tries: dict[str, dict[str, dict]]
+    tmp: Path
+
+    def env(self, robot, secret: str, **extra: str) -> dict[str, str]:
+        return fp.airflow_env(
+            self.envs[PATCHED],
+            self.home,
+            AIRFLOW__API_AUTH__JWT_SECRET=self.jwt_secret,
+            DINGBOT_BENCH_JWT_SECRET=self.jwt_secret,
+            **robot_env(robot, secret, **extra),
+        )
+
+    def try_of(self, run_id: str, n: int) -> dict:
+        return self.tries[run_id][str(n)]
+
+
+def setup_airflow3(envs, tmp: Path, pg_database: str) -> Airflow3:
+    home = make_home(tmp / "airflow3-home", database_url("postgresql", tmp, pg_database))
+    shutil.copy(DAGS3_FILE, home / "dags" / DAGS3_FILE.name)
+    jwt_secret = secrets.token_urlsafe(48)
+    fp._SECRETS.append(jwt_secret)
+    env = fp.airflow_env(envs[PATCHED], home)
+    airflow = str(envs[PATCHED] / "bin" / "airflow")
+    progress("Airflow 3: airflow db migrate, dags reserialize (PostgreSQL)")
+    fp.run([airflow, "db", "migrate"], "airflow db migrate (PostgreSQL)", env=env)
+    fp.run([airflow, "dags", "reserialize"], "airflow dags reserialize", env=env)
+    progress("Airflow 3: triggering every DAG per part, failing every first try")
+    result = fp.run(
+        [
+            str(fp.venv_python(envs[PATCHED])),
+            str(OUTBOX_WORKER),
+            "task-instances",
+            *[a for run_id in (RUN_STORM, RUN_LATENCY, RUN_SUPERVISOR) for a in ("--run-id", run_id)],
+        ],
+        "creating the failed tries",
+        env=env,
+    )
+    tries = json.loads(result.stdout.strip().splitlines()[-1])["tries"]
+    for run_id in (RUN_STORM, RUN_LATENCY, RUN_SUPERVISOR):
+        if len(tries.get(run_id, {})) != STORM_ALERTS:
+            raise BenchError(
+                f"expected {STORM_ALERTS} failed tries in run {run_id}, got {len(tries.get(run_id, {}))}"
+            )
+    return Airflow3(envs, home, database_url("postgresql", tmp, pg_database), jwt_secret, tries, tmp)
+
+
+class ApiServer:
+    """``airflow api-server -w 1`` of the patched environment, in its own process group."""
+
+    def __init__(self, af: Airflow3, env: dict[str, str], log_file: Path) -> None:
+        self.port = fp_free_port()
+        self.log_file = log_file
+        env = {**env, "AIRFLOW__API__PORT": str(self.port), "AIRFLOW__API__BASE_URL": self.base}
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(af.envs[PATCHED] / "bin" / "airflow"),
+                    "api-server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-w",
+                    "1",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the api-server exited (code {self.proc.returncode}):\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/version", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the api-server did not answer within 120 s:\n{self.log()}") from None
+                time.sleep(0.5)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def outbox_url(self) -> str:
+        return f"{self.base}/dingbot/outbox/alerts"
+
+    @property
+    def execution_url(self) -> str:
+        return f"{self.base}/execution/"
+
+    def log(self) -> str:
+        try:
+            return fp.tail(self.log_file.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def fp_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Poster(Producer):
+    """A ``_outbox_worker.py serve3`` process: posts alerts to the outbox route on command."""
+
+    def __init__(self, index: int, venv: Path, env: dict[str, str], log_file: Path) -> None:
+        self.name = f"poster {index}"
+        self.log_file = log_file
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(fp.venv_python(venv)), str(OUTBOX_WORKER), "serve3", "--log-file", str(log_file)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        self._buffer = b""
+        self.info = {}
+
+
+class FinalizeWorker(fp.Worker):
+    """``_outbox_worker.py finalize``: the 3.x finalize worker with the ORM blocked."""
+
+    def __init__(self, name: str, venv: Path, home: Path, log_file: Path) -> None:
+        self.name = name
+        self.log_file = log_file
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(fp.venv_python(venv)), str(OUTBOX_WORKER), "finalize", "--log-file", str(log_file)],
+                env=fp.airflow_env(venv, home),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        self._buffer = b""
+        self.info = self._read(timeout=300, what="start-up")
+
+
+def bench_storm3(af: Airflow3, profile: Profile, secret: str) -> dict:
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"storm-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    robot = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD).start()  # 20 / 60 s / 600 s
+    fp._SECRETS.append(robot.url)
+    venv, tmp = af.envs[PATCHED], af.tmp
+    env = af.env(robot, secret)
+    api: ApiServer | None = None
+    posters: list[Poster] = []
+    deliverers: list[Deliverer] = []
+    try:
+        progress("storm on 3.3.2: starting the api-server")
+        api = ApiServer(af, env, tmp / "storm3-api-server.log")
+        progress(f"storm on 3.3.2: starting {STORM_PRODUCERS} posters and {STORM_DELIVERERS} deliverers")
+        posters = [Poster(i, venv, env, tmp / f"storm3-poster-{i}.log") for i in range(STORM_PRODUCERS)]
+        for poster in posters:
+            poster.ready()
+        for poster in posters:  # untimed: each poster's imports, the api-server's first requests
+            warm_up(poster, api)
+        deliverers = [
+            Deliverer(f"deliverer {i}", venv, env, tmp / f"storm3-deliverer-{i}.log")
+            for i in range(STORM_DELIVERERS)
+        ]
+        for deliverer in deliverers:
+            deliverer.wait_ready()
+        time.sleep(1.0)  # both are polling: an empty outbox
+        alerts = STORM_ALERTS
+        plans = [
+            [(n, offset, af.try_of(RUN_STORM, n)) for n, offset in plan] for plan in storm_plan(seed=20261121)
+        ]
+        start_at = time.time() + 1.0
+        progress(
+            f"storm on 3.3.2: {alerts} alerts POSTed in {STORM_SPREAD_S:g} s; watching the robot until "
+            f"{STORM_WITHIN_S:g} s after the last POST"
+        )
+        for poster, plan in zip(posters, plans):
+            poster.send(op="storm", url=api.outbox_url, start_at=start_at, plan=plan)
+        first_named: dict[int, float] = {}
+        seen = 0
+        records: list[dict] = []
+        pending = list(posters)
+        last_post_at = None
+        hard_stop = start_at + profile.storm_observe_s + STORM_WITHIN_S
+        while time.time() < hard_stop and len(first_named) < alerts:
+            time.sleep(0.25)
+            messages = robot.messages
+            for message in messages[seen:]:
+                for n in named_in(message):
+                    first_named.setdefault(n, message["received_at"])
+            seen = len(messages)
+            if pending:
+                for poster in list(pending):
+                    if select.select([poster.proc.stdout.fileno()], [], [], 0)[0]:
+                        records += poster.receive(60, "storm")["records"]
+                        pending.remove(poster)
+                if not pending:
+                    last_post_at = max(r["at"] for r in records)
+                    hard_stop = min(hard_stop, last_post_at + STORM_WITHIN_S + 5.0)
+        for poster in pending:
+            records += poster.receive(120, "storm")["records"]
+        if last_post_at is None:
+            last_post_at = max(r["at"] for r in records)
+        watched_s = time.time() - start_at
+        for deliverer in deliverers:
+            deliverer.stop()
+        counts = posters[0].call(60, op="counts")
+        status = subprocess.run(
+            [str(venv / "bin" / "airflow-ext"), "outbox", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.strip()
+        messages, requests = robot.messages, robot.requests
+        logs = [d.log() for d in deliverers]
+        api_log = api.log_file.read_text(encoding="utf-8", errors="replace")
+    finally:
+        for deliverer in deliverers:
+            deliverer.stop()
+        for poster in posters:
+            poster.close()
+        if api is not None:
+            api.stop()
+        robot.stop()
+    out = storm_figures(
+        "PostgreSQL",
+        alerts,
+        start_at,
+        records,
+        first_named,
+        messages,
+        requests,
+        counts,
+        status,
+        logs,
+        watched_s,
+    )
+    within = sum(1 for t in first_named.values() if t - last_post_at <= STORM_WITHIN_S)
+    out.update(
+        {
+            "how": ", through the api-server's outbox route",
+            "since": SINCE3,
+            "named_within": within,
+            "last_post_s": last_post_at - start_at,
+            "last_named_since_s": (max(first_named.values()) - last_post_at) if first_named else None,
+            "post_errors": sorted({r["error"] for r in records if r["error"]})[:5],
+            "post_failed": sum(1 for r in records if r["error"]),
+            "api_refusals": api_log.count("Refused an outbox alert"),
+            "recorded_label": "POSTs answered queued (201); the last POST started at",
+            "record_label": "POST to the outbox route during the storm: median / p99 / max",
+        }
+    )
+    return out
+
+
+def warm_up(poster: Poster, api: ApiServer, requests: int = 3) -> None:
+    """Untimed requests that store nothing: a valid token for a task instance that does not exist
+    (the api-server answers 404 after checking the token and looking the try up)."""
+    for _ in range(requests):
+        ghost = {
+            "id": str(uuid.uuid4()),
+            "dag_id": "warm_up",
+            "task_id": "load_partition_0000",
+            "run_id": "warm_up",
+        }
+        answer = poster.call(120, op="one", url=api.outbox_url, n=0, ti=ghost)
+        if answer["queued"] or "HTTP 404" not in (answer["error"] or ""):
+            raise BenchError(f"the warm-up request was not refused as unknown: {answer}\n{api.log()}")
+
+
+def storm_figures(
+    kind, alerts, start_at, records, first_named, messages, requests, counts, status, logs, watched_s
+) -> dict:
+    """The storm's figures from what the robot saw and the producers recorded (both lines)."""
+    times = [m["received_at"] - start_at for m in messages]
+    names = [named_in(m) for m in messages]
+    times_named: dict[int, int] = {}
+    for group in names:
+        for n in group:
+            times_named[n] = times_named.get(n, 0) + 1
+    enqueued = {r["n"]: r for r in records}
+    latency = [first_named[n] - enqueued[n]["at"] for n in first_named if n in enqueued]
+    return {
+        "db": kind,
+        "alerts": alerts,
+        "recorded": sum(1 for r in records if r["queued"]),
+        "last_recorded_s": max(r["at"] for r in records) - start_at,
+        "record_ms": [r["ms"] for r in records],
+        "watched_s": watched_s,
+        "named_within": sum(1 for t in first_named.values() if t - start_at <= STORM_WITHIN_S),
+        "named_total": len(first_named),
+        "last_named_s": max(first_named.values()) - start_at if first_named else None,
+        "named_twice": sum(1 for c in times_named.values() if c > 1),
+        "latency_s": latency,
+        "requests": len(requests),
+        "accepted": sum(1 for r in requests if r["errcode"] == 0),
+        "throttled": sum(1 for r in requests if r["errcode"] in THROTTLED_ERRCODES),
+        "other_errors": sum(1 for r in requests if r["errcode"] not in (0, *THROTTLED_ERRCODES)),
+        "messages": len(messages),
+        "singles": sum(1 for g in names if len(g) == 1),
+        "digests": sum(1 for g in names if len(g) > 1),
+        "largest_digest": max((len(g) for g in names), default=0),
+        "max_in_60s": max_in_window([m["received_at"] for m in messages], ROBOT_WINDOW_S),
+        "margin_s": tightest_margin(requests, ROBOT_RATE_LIMIT, ROBOT_WINDOW_S),
+        "timeline": sorted(
+            [[round(t, 3), len(g)] for t, g in zip(times, names)]
+            + [
+                [round(r["received_at"] - start_at, 3), f"errcode {r['errcode']}"]
+                for r in requests
+                if r["errcode"] != 0
+            ],
+            key=lambda item: item[0],
+        ),
+        "request_log": [[round(r["received_at"] - start_at, 3), r["errcode"]] for r in requests],
+        "outbox_counts": {k: v for k, v in counts.items() if k != "ok"},
+        "outbox_status": fp.redact(status),
+        "deliverer_errors": sum(log.count(" ERROR - ") + log.count("[error") for log in logs),
+        "deliverer_throttled_lines": sum(log.count("throttled") for log in logs),
+    }
+
+
+def bench_failure_path3(af: Airflow3, profile: Profile, secret: str) -> dict:
+    """finalize with the outbox backend in a process with the ORM blocked (patched vs stock), then
+    the supervisor's post of the relayed alert against the running api-server."""
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"fp-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    robot = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
+    fp._SECRETS.append(robot.url)
+    env = robot_env(robot, secret)
+    tmp = af.tmp
+    homes = {
+        name: make_home(tmp / f"fp3-{name}", "sqlite:///" + str(tmp / f"fp3-{name}" / "unused.db"))
+        for name in fp.ENV_NAMES
+    }
+    workers: dict[str, fp.Worker] = {}
+    api: ApiServer | None = None
+    poster: Poster | None = None
+    out: dict = {}
+    try:
+        progress("failure path on 3.3.2: one finalize worker per environment, ORM blocked")
+        for name in fp.ENV_NAMES:
+            workers[name] = FinalizeWorker(name, af.envs[name], homes[name], tmp / f"fp3-{name}.log")
+        for name, worker in workers.items():
+            wants = name == PATCHED
+            info = worker.info
+            if (
+                info["failure_path_calls_hook"] != wants
+                or info["ding_on_failure"] != wants
+                or not info["orm_blocked"]
+            ):
+                raise BenchError(f"the {name} environment does not look {name} with the ORM blocked: {info}")
+        samples: dict[str, list[float]] = {name: [] for name in fp.ENV_NAMES}
+        relayed = {name: 0 for name in fp.ENV_NAMES}
+        calls = {name: 0 for name in fp.ENV_NAMES}
+        progress(
+            f"failure path on 3.3.2: {profile.fp_rounds * profile.fp_per_round} timed finalize calls "
+            "per environment"
+        )
+        for order in fp.alternating(profile.fp_rounds):
+            for name in order:
+                answer = workers[name].call(
+                    600, op="time", n=profile.fp_per_round, warmup=profile.fp_warmup, env=env
+                )
+                if answer["states"] != ["failed"]:
+                    raise BenchError(f"{name}: finalize left the task in {answer['states']}")
+                samples[name] += answer["samples_ms"]
+                relayed[name] += answer["relayed"]
+                calls[name] += answer["calls"]
+        for worker in workers.values():
+            worker.close()
+        out["finalize"] = {
+            **{
+                name: {
+                    "n": len(samples[name]),
+                    "median_ms": statistics.median(samples[name]),
+                    "p99_ms": fp.percentile(samples[name], 0.99),
+                    "max_ms": max(samples[name]),
+                }
+                for name in fp.ENV_NAMES
+            },
+            "added_p99_ci": diff_ci(samples[PATCHED], samples[UNPATCHED], 0.99),
+            "relayed": relayed,
+            "calls": calls,
+            "robot_requests": len(robot.requests),
+        }
+
+        progress("failure path on 3.3.2: the supervisor's post against the api-server")
+        full_env = af.env(robot, secret)
+        api = ApiServer(af, full_env, tmp / "fp3-api-server.log")
+        poster = Poster(0, af.envs[PATCHED], full_env, tmp / "fp3-supervisor.log").ready()
+        n_post = profile.fp_rounds * profile.fp_per_round
+        warmup = profile.fp_warmup
+        before = poster.call(60, op="counts")
+        tries = [[n, af.try_of(RUN_SUPERVISOR, n)] for n in range(n_post + warmup)]
+        answer = poster.call(600, op="supervisor", base_url=api.execution_url, tries=tries, warmup=warmup)
+        after = poster.call(60, op="counts")
+        post = answer["samples_ms"]
+        out["supervisor_post"] = {
+            "n": len(post),
+            "median_ms": statistics.median(post),
+            "p99_ms": fp.percentile(post, 0.99),
+            "max_ms": max(post),
+            "queued": sum(after[k] - before[k] for k in ("pending", "claimed", "sent", "dead")),
+            "calls": answer["calls"],
+        }
+    finally:
+        for worker in workers.values():
+            worker.close()
+        if poster is not None:
+            poster.close()
+        if api is not None:
+            api.stop()
+        robot.stop()
+    return out
+
+
+def bench_latency3(af: Airflow3, profile: Profile, secret: str) -> dict:
+    from airflow_ext.fake_robot import FakeRobot
+
+    token = f"calm-{secrets.token_hex(12)}"
+    fp._SECRETS.append(token)
+    robot = FakeRobot(
+        access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=LATENCY_RATE_LIMIT
+    ).start()
+    fp._SECRETS.append(robot.url)
+    tmp = af.tmp
+    env = af.env(robot, secret, AIRFLOW__DINGBOT__RATE_LIMIT=str(LATENCY_RATE_LIMIT))
+    api: ApiServer | None = None
+    poster: Poster | None = None
+    deliverer: Deliverer | None = None
+    latencies: list[float] = []
+    post_ms: list[float] = []
+    try:
+        progress(f"one alert at a time on 3.3.2: {profile.latency_samples} alerts, one deliverer")
+        api = ApiServer(af, env, tmp / "latency3-api-server.log")
+        poster = Poster(0, af.envs[PATCHED], env, tmp / "latency3-poster.log").ready()
+        deliverer = Deliverer("deliverer", af.envs[PATCHED], env, tmp / "latency3-deliverer.log")
+        deliverer.wait_ready()
+        warm_up(poster, api)
+        rng = random.Random(7)
+        for k in range(profile.latency_samples):
+            time.sleep(rng.uniform(*LATENCY3_SPACING_S))
+            record = poster.call(60, op="one", url=api.outbox_url, n=k, ti=af.try_of(RUN_LATENCY, k))
+            if not record["queued"]:
+                raise BenchError(f"alert {k} was not queued: {record['error']}\n{api.log()}")
+            post_ms.append(record["ms"])
+            deadline = time.monotonic() + 30
+            accepted: list[float] = []
+            while not accepted:
+                accepted = [m["received_at"] for m in robot.messages if k in named_in(m)]
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"alert {k} did not reach the robot within 30 s:\n{fp.tail(deliverer.log())}"
+                    )
+                time.sleep(0.02)
+            latencies.append(accepted[0] - record["at"])
+        requests = robot.requests
+    finally:
+        if deliverer is not None:
+            deliverer.stop()
+        if poster is not None:
+            poster.close()
+        if api is not None:
+            api.stop()
+        robot.stop()
+    return {
+        "db": "PostgreSQL, through the api-server",
+        "n": len(latencies),
+        "latency_s": latencies,
+        "post_ms": post_ms,
+        "messages": len(requests),
+        "refused": sum(1 for r in requests if r["errcode"] != 0),
+        "spacing": f"{LATENCY3_SPACING_S[0]:g}-{LATENCY3_SPACING_S[1]:g} s apart (random)",
+        "from": "POST to the outbox route",
+    }
+
+
+def failure_path3_report(r: dict) -> list[str]:
+    f, sup = r["finalize"], r["supervisor_post"]
+    u, p = f[UNPATCHED], f[PATCHED]
+    added_p99 = p["p99_ms"] - u["p99_ms"]
+    low, high = f["added_p99_ci"]
+    text = verdict(added_p99 <= FAILURE_PATH_P99_MAX_MS)
+    if low <= FAILURE_PATH_P99_MAX_MS < high:
+        text += " (within noise)"
+    rows = [
+        [
+            "finalize, outbox backend, ORM blocked",
+            f"{fp._ms(u['median_ms'])} / {fp._ms(u['p99_ms'])}",
+            f"{fp._ms(p['median_ms'])} / {fp._ms(p['p99_ms'])}",
+            f"{p['median_ms'] - u['median_ms']:+.1f} ms",
+            f"{added_p99:+.1f} ms",
+            f"{low:+.1f} to {high:+.1f}",
+            f"<= {FAILURE_PATH_P99_MAX_MS:g} ms",
+            text,
+        ]
+    ]
+    table = fp._table(
+        [
+            "task process (on the task's path)",
+            "unpatched p50 / p99",
+            "patched p50 / p99",
+            "added p50",
+            "added p99",
+            "added p99 95% CI",
+            "target",
+            "result",
+        ],
+        rows,
+    )
+    sup_table = fp._table(
+        ["supervisor, after the task process ended (off the task's path)", "p50", "p99", "max"],
+        [
+            [
+                "task_process_ended: take the relayed alert, POST it to the api-server",
+                fp._ms(sup["median_ms"]),
+                fp._ms(sup["p99_ms"]),
+                fp._ms(sup["max_ms"]),
+            ]
+        ],
+    )
+    return [
+        "2. Failure path on 3.3.2: the task runner's finalize with ding_bot_backend = outbox_sender in a "
+        "process with the ORM blocked (block_orm_access), against stock Airflow",
+        "",
+        table,
+        "",
+        sup_table,
+        "",
+        textwrap.fill(
+            f"finalize: {p['n']} + {u['n']} timed calls (patched + unpatched), alternating A B / B A; "
+            f"alerts handed to the supervisor (handoff files): patched {f['relayed'][PATCHED]}/"
+            f"{f['calls'][PATCHED]} calls, unpatched {f['relayed'][UNPATCHED]}; requests the robot "
+            f"received {f['robot_requests']}. Supervisor: {sup['n']} timed posts (after "
+            f"{sup['calls'] - sup['n']} warm-ups), one genuine failed try each with its own execution "
+            f"token; rows the api-server queued {sup['queued']}/{sup['calls']}.",
+            100,
+        ),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
 
@@ -589,9 +1204,11 @@ def storm_report(s: dict) -> list[str]:
     rec = sorted(s["record_ms"])
     lat = sorted(s["latency_s"])
     last = s["last_named_s"] if s["named_total"] == s["alerts"] else None
+    if last is not None and "last_named_since_s" in s:
+        last = s["last_named_since_s"]
     rows = [
         [
-            f"failures named in accepted messages within {STORM_WITHIN_S:g} s",
+            f"failures named in accepted messages within {STORM_WITHIN_S:g} s of {s.get('since', SINCE2)}",
             f"{s['named_within']}/{s['alerts']} ({pct:.1f} %)",
             "100 %",
             verdict(s["named_within"] == s["alerts"]),
@@ -604,7 +1221,7 @@ def storm_report(s: dict) -> list[str]:
             verdict(s["max_in_60s"] <= ROBOT_RATE_LIMIT),
         ],
         [
-            "last failure named, after the storm's start",
+            f"last failure named, after {s.get('since', SINCE2)}",
             _s(last) if last is not None else f"not all by {s['watched_s']:.0f} s",
             f"<= {STORM_WITHIN_S:g} s",
             verdict(last is not None and last <= STORM_WITHIN_S),
@@ -638,13 +1255,13 @@ def storm_report(s: dict) -> list[str]:
             "",
         ],
         [
-            "alerts recorded (outbox_sender said queued); last one at",
+            s.get("recorded_label", "alerts recorded (outbox_sender said queued); last one at"),
             f"{s['recorded']}/{s['alerts']}; {_s(s['last_recorded_s'])}",
             "",
             "",
         ],
         [
-            "outbox_sender during the storm: median / p99 / max",
+            s.get("record_label", "outbox_sender during the storm: median / p99 / max"),
             f"{fp._ms(statistics.median(rec))} / {fp._ms(fp.percentile(rec, 0.99))} / {fp._ms(rec[-1])}",
             "",
             "",
@@ -661,9 +1278,9 @@ def storm_report(s: dict) -> list[str]:
         else []
     )
     return [
-        f"1. Storm on {s['db']}: {s['alerts']} alerts from {STORM_PRODUCERS} processes within "
-        f"{STORM_SPREAD_S:g} s, {STORM_DELIVERERS} x `airflow-ext deliver` (default schedule), one robot "
-        f"limited to {ROBOT_RATE_LIMIT} messages per {ROBOT_WINDOW_S:g} s",
+        f"1. Storm on {s['db']}{s.get('how', '')}: {s['alerts']} alerts from {STORM_PRODUCERS} processes "
+        f"within {STORM_SPREAD_S:g} s, {STORM_DELIVERERS} x `airflow-ext deliver` (default schedule), "
+        f"one robot limited to {ROBOT_RATE_LIMIT} messages per {ROBOT_WINDOW_S:g} s",
         "",
         fp._table(["figure", "value", "target", "result"], rows),
         "",
@@ -704,8 +1321,8 @@ def failure_path_report(results: list[dict]) -> list[str]:
                     text,
                 ]
             )
-            hook = r["in_situ"]["hook_in_handle_failure"]
-            on, off = r["in_situ"]["handle_failure_flags_on"], r["in_situ"]["handle_failure_flags_off"]
+            hook = r["in_situ"]["hook_in_failure_path"]
+            on, off = r["in_situ"]["failure_path_flags_on"], r["in_situ"]["failure_path_flags_off"]
             hook_rows.append(
                 [
                     f"{res['db']}, {label}",
@@ -764,7 +1381,7 @@ def failure_path_report(results: list[dict]) -> list[str]:
 
 
 def profile_note(r: dict) -> str:
-    n = r["in_situ"]["hook_in_handle_failure"]["n"]
+    n = r["in_situ"]["hook_in_failure_path"]["n"]
     return f"then {n} calls each with the flags on and off in the patched process"
 
 
@@ -773,7 +1390,7 @@ def latency_report(r: dict) -> list[str]:
     p50 = statistics.median(lat)
     rows = [
         [
-            "failure (outbox_sender call) -> accepted by the robot: median",
+            f"failure ({r.get('from', 'outbox_sender call')}) -> accepted by the robot: median",
             f"{p50 * 1000:.0f} ms",
             f"<= {LATENCY_P50_MAX_S:g} s",
             verdict(p50 <= LATENCY_P50_MAX_S),
@@ -787,13 +1404,20 @@ def latency_report(r: dict) -> list[str]:
         "",
         fp._table(["figure", "value", "target", "result"], rows),
         "",
-        f"{r['n']} alerts, 0.3-1.2 s apart (random); messages sent {r['messages']}, refused {r['refused']}.",
+        f"{r['n']} alerts, {r.get('spacing', '0.3-1.2 s apart (random)')}; messages sent {r['messages']}, "
+        f"refused {r['refused']}."
+        + (
+            f" POST to the outbox route: median {fp._ms(statistics.median(r['post_ms']))}."
+            if r.get("post_ms")
+            else ""
+        ),
     ]
 
 
 def report(results: dict, profile: Profile, elapsed_s: float) -> str:
     lines = [
-        f"airflow-dingbot outbox benchmark ({profile.name} profile): Python {results['python']}, "
+        f"airflow-dingbot outbox benchmark ({profile.name} profile): apache-airflow {fp.LINE.version}, "
+        f"Python {results['python']}, "
         f"{results['cpus']} CPUs, {elapsed_s:.0f} s; load average at start {results['load'][0]}, "
         f"at end {results['load'][1]}",
         "",
@@ -802,6 +1426,8 @@ def report(results: dict, profile: Profile, elapsed_s: float) -> str:
         lines += [*storm_report(storm), ""]
     if results["failure_path"]:
         lines += [*failure_path_report(results["failure_path"]), ""]
+    if results.get("failure_path3"):
+        lines += [*failure_path3_report(results["failure_path3"]), ""]
     if results.get("latency"):
         lines += [*latency_report(results["latency"]), ""]
     for note in results["notes"]:
@@ -818,12 +1444,56 @@ def report(results: dict, profile: Profile, elapsed_s: float) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def run_airflow2(envs, tmp: Path, pg_database, parts, profile: Profile, secret: str, results: dict) -> None:
+    """Airflow 2.11.2: failure handling inserts into the outbox in-process (SQLite or PostgreSQL)."""
+    if pg_database is None:
+        results["notes"].append(
+            "PostgreSQL was not reachable: the storm and the single-alert latency ran on SQLite, "
+            "and the PostgreSQL failure-path figures are missing."
+        )
+
+    def usable(kinds: tuple[str, ...]) -> list[str]:
+        picked = [k for k in kinds if k != "postgresql" or pg_database]
+        return picked or ["sqlite"]
+
+    results["storm"] = [
+        bench_storm(envs, tmp, kind, pg_database, profile, secret)
+        for kind in (usable(profile.storm_dbs) if "storm" in parts else [])
+    ]
+    results["failure_path"] = [
+        bench_failure_path(envs, tmp, kind, pg_database, profile, secret)
+        for kind in (profile.fp_dbs if "failure-path" in parts else [])
+        if kind != "postgresql" or pg_database
+    ]
+    if "latency" in parts:
+        results["latency"] = bench_latency(
+            envs, tmp, "postgresql" if pg_database else "sqlite", pg_database, profile, secret
+        )
+
+
+def run_airflow3(envs, tmp: Path, pg_database, parts, profile: Profile, secret: str, results: dict) -> None:
+    """Airflow 3.3.2: the api-server queues what supervisors post; it needs the metadata database
+    (PostgreSQL here) for the tokens' task instances."""
+    if pg_database is None:
+        raise BenchError("the Airflow 3 outbox benchmark needs PostgreSQL (--postgres-url)")
+    af = setup_airflow3(envs, tmp, pg_database)
+    results["storm"] = [bench_storm3(af, profile, secret)] if "storm" in parts else []
+    results["failure_path"] = []
+    if "failure-path" in parts:
+        results["failure_path3"] = bench_failure_path3(af, profile, secret)
+    if "latency" in parts:
+        results["latency"] = bench_latency3(af, profile, secret)
+
+
 def main(argv: list[str] | None = None) -> int:
     global POSTGRES_ADMIN_URL
-    # Airflow 2.11.2: there failure handling inserts into the outbox in-process. On Airflow 3 the
-    # task process has no database; its alerts will reach the outbox through the api-server.
-    fp.LINE = fp.LINES["2"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--airflow-line",
+        choices=sorted(fp.LINES),
+        default=os.environ.get("DINGBOT_AIRFLOW_LINE") or "3",
+        help="which Airflow line to measure (default: DINGBOT_AIRFLOW_LINE, else 3)",
+    )
     parser.add_argument("--quick", action="store_true", help="one storm (PostgreSQL), fewer calls")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     parser.add_argument(
@@ -840,6 +1510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", metavar="DIR", help="copy every process's log to DIR")
     args = parser.parse_args(argv)
     parts = set(args.only or ["storm", "failure-path", "latency"])
+    fp.LINE = fp.LINES[args.airflow_line]
     POSTGRES_ADMIN_URL = args.postgres_url
     profile = QUICK if args.quick else FULL
     started = time.monotonic()
@@ -860,29 +1531,10 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         ).stdout.strip()
         pg_database = postgres_database(envs)
-        if pg_database is None:
-            results["notes"].append(
-                "PostgreSQL was not reachable: the storm and the single-alert latency ran on SQLite, "
-                "and the PostgreSQL failure-path figures are missing."
-            )
-
-        def usable(kinds: tuple[str, ...]) -> list[str]:
-            picked = [k for k in kinds if k != "postgresql" or pg_database]
-            return picked or ["sqlite"]
-
-        results["storm"] = [
-            bench_storm(envs, tmp, kind, pg_database, profile, secret)
-            for kind in (usable(profile.storm_dbs) if "storm" in parts else [])
-        ]
-        results["failure_path"] = [
-            bench_failure_path(envs, tmp, kind, pg_database, profile, secret)
-            for kind in (profile.fp_dbs if "failure-path" in parts else [])
-            if kind != "postgresql" or pg_database
-        ]
-        if "latency" in parts:
-            results["latency"] = bench_latency(
-                envs, tmp, "postgresql" if pg_database else "sqlite", pg_database, profile, secret
-            )
+        if fp.LINE.version.startswith("3."):
+            run_airflow3(envs, tmp, pg_database, parts, profile, secret, results)
+        else:
+            run_airflow2(envs, tmp, pg_database, parts, profile, secret, results)
         results["load"][1] = load()
         text = report(results, profile, time.monotonic() - started)
     except BenchError as err:

@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 
@@ -377,7 +378,19 @@ def private_stdout(log_file: str | None):
     return proto
 
 
-def serve(log_file: str) -> int:
+def serve_protocol(
+    log_file: str | None,
+    setup: Callable[[], dict],
+    handle: Callable[[str, dict], dict | None],
+    close: Callable[[], None] | None = None,
+) -> int:
+    """The workers' protocol with their driver: one JSON command a line on stdin, one JSON answer a
+    line on the private stdout (the logs go to ``log_file``).
+
+    ``setup()`` gives the first answer's fields; ``handle(op, command)`` each answer's fields, None
+    for an op it does not know. What either raises is answered as a failure, never a crash;
+    ``{"op": "quit"}`` (or the end of stdin) ends the loop, then ``close()`` runs.
+    """
     proto = private_stdout(log_file)
 
     def reply(obj: dict) -> None:
@@ -385,11 +398,11 @@ def serve(log_file: str) -> int:
         proto.flush()
 
     try:
-        bench = make_bench()
+        info = setup()
     except Exception as err:  # reported to the driver, which shows the log
         reply({"ok": False, "error": f"setup failed: {type(err).__name__}: {err}"})
         return 1
-    reply({"ok": True, **bench.info()})
+    reply({"ok": True, **info})
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -398,20 +411,37 @@ def serve(log_file: str) -> int:
         if op == "quit":
             break
         try:
-            for key, value in (cmd.get("env") or {}).items():
-                os.environ[key] = value  # Airflow's conf reads AIRFLOW__* variables on every get()
-            if op == "time":
-                reply({"ok": True, **bench.run(int(cmd["n"]), int(cmd.get("warmup", 0)))})
-            elif op == "breakdown":
-                reply({"ok": True, "parts": bench.breakdown(int(cmd["n"]))})
-            elif op == "in_situ":  # only the flags on/off part of breakdown: no direct robot calls
-                reply({"ok": True, "parts": bench.in_situ(int(cmd["n"]))})
-            else:
-                reply({"ok": False, "error": f"unknown op {op!r}"})
+            answer = handle(op, cmd)
+            reply(
+                {"ok": True, **answer} if answer is not None else {"ok": False, "error": f"unknown op {op!r}"}
+            )
         except Exception as err:
             reply({"ok": False, "error": f"{op} failed: {type(err).__name__}: {err}"})
-    bench.close()
+    if close is not None:
+        close()
     return 0
+
+
+def serve(log_file: str) -> int:
+    bench: FailurePathBench | None = None
+
+    def setup() -> dict:
+        nonlocal bench
+        bench = make_bench()
+        return bench.info()
+
+    def handle(op: str, cmd: dict) -> dict | None:
+        for key, value in (cmd.get("env") or {}).items():
+            os.environ[key] = value  # Airflow's conf reads AIRFLOW__* variables on every get()
+        if op == "time":
+            return bench.run(int(cmd["n"]), int(cmd.get("warmup", 0)))
+        if op == "breakdown":
+            return {"parts": bench.breakdown(int(cmd["n"]))}
+        if op == "in_situ":  # only the flags on/off part of breakdown: no direct robot calls
+            return {"parts": bench.in_situ(int(cmd["n"]))}
+        return None
+
+    return serve_protocol(log_file, setup, handle, close=lambda: bench.close())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,21 +91,39 @@ def make_alert(n: int, producer: int):
     )
 
 
-def private_stdout(log_file: str | None):
+def _protocol():
+    """The worker protocol of ``_failure_path_worker.py`` (same folder)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _failure_path_worker import private_stdout as redirect
+    import _failure_path_worker
 
-    return redirect(log_file)
+    return _failure_path_worker
+
+
+def outbox_counts(store) -> dict:
+    """The outbox rows per status, over every robot."""
+    totals = {"pending": 0, "claimed": 0, "sent": 0, "dead": 0}
+    for robot in store.status():
+        for key in totals:
+            totals[key] += getattr(robot, key)
+    return totals
+
+
+def paced(start_at: float, plan: list, call) -> list:
+    """``call(*item)`` for each ``[n, offset_s, ...]`` of ``plan`` at ``start_at + offset_s``."""
+    done = []
+    for n, offset, *rest in plan:
+        wait = start_at + offset - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        done.append(call(int(n), *rest))
+    return done
 
 
 def serve(index: int, log_file: str) -> int:
-    proto = private_stdout(log_file)
+    store = outbox_sender = None
 
-    def reply(obj: dict) -> None:
-        proto.write(json.dumps(obj) + "\n")
-        proto.flush()
-
-    try:
+    def setup() -> dict:
+        nonlocal store, outbox_sender
         from airflow_ext import config
         from airflow_ext.dingbot import outbox_sender, outbox_store
 
@@ -114,10 +132,7 @@ def serve(index: int, log_file: str) -> int:
             raise RuntimeError(f"[dingbot] ding_bot_backend is {backend!r}, not the outbox backend")
         store = outbox_store()
         store.pending_count()  # a first query: the connection pool is warm before the storm
-    except Exception as err:  # reported to the driver, which shows the log
-        reply({"ok": False, "error": f"setup failed: {type(err).__name__}: {err}"})
-        return 1
-    reply({"ok": True, "pid": os.getpid(), "dialect": store.dialect})
+        return {"pid": os.getpid(), "dialect": store.dialect}
 
     def record(n: int) -> dict:
         alert = make_alert(n, index)
@@ -126,36 +141,16 @@ def serve(index: int, log_file: str) -> int:
         answer = outbox_sender(alert)
         return {"n": n, "at": started, "ms": (time.perf_counter() - t0) * 1000, "queued": answer["queued"]}
 
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd = json.loads(line)
-        op = cmd.get("op")
-        if op == "quit":
-            break
-        try:
-            if op == "storm":
-                start_at = float(cmd["start_at"])
-                done = []
-                for n, offset in cmd["plan"]:
-                    wait = start_at + offset - time.time()
-                    if wait > 0:
-                        time.sleep(wait)
-                    done.append(record(int(n)))
-                reply({"ok": True, "records": done})
-            elif op == "one":
-                reply({"ok": True, **record(int(cmd["n"]))})
-            elif op == "counts":
-                totals = {"pending": 0, "claimed": 0, "sent": 0, "dead": 0}
-                for robot in store.status():
-                    for key in totals:
-                        totals[key] += getattr(robot, key)
-                reply({"ok": True, **totals})
-            else:
-                reply({"ok": False, "error": f"unknown op {op!r}"})
-        except Exception as err:
-            reply({"ok": False, "error": f"{op} failed: {type(err).__name__}: {err}"})
-    return 0
+    def handle(op: str, cmd: dict) -> dict | None:
+        if op == "storm":
+            return {"records": paced(float(cmd["start_at"]), cmd["plan"], record)}
+        if op == "one":
+            return record(int(cmd["n"]))
+        if op == "counts":
+            return outbox_counts(store)
+        return None
+
+    return _protocol().serve_protocol(log_file, setup, handle)
 
 
 def database(action: str, admin_url: str, name: str) -> int:
@@ -226,7 +221,7 @@ def task_instances(run_ids: list[str]) -> int:
     from airflow.utils.types import DagRunTriggeredByType
     from sqlalchemy import bindparam, select, text
 
-    proto = private_stdout(None)
+    proto = _protocol().private_stdout(None)
     with create_session() as session:
         dag_ids = sorted(session.scalars(select(SerializedDagModel.dag_id).distinct()))
     if not dag_ids:
@@ -291,31 +286,25 @@ def serve3(log_file: str) -> int:
       ``task_process_ended`` relaying it (``client.auth.token``, ``client.base_url``);
     * ``{"op": "counts"}``: the outbox rows per status.
     """
-    proto = private_stdout(log_file)
-
-    def reply(obj: dict) -> None:
-        proto.write(json.dumps(obj) + "\n")
-        proto.flush()
-
     secret = os.environ["DINGBOT_BENCH_JWT_SECRET"]
-    try:
+    policy = None
+
+    def setup() -> dict:
+        nonlocal policy
         import airflow
 
         from airflow_ext import config
-        from airflow_ext.dingbot import outbox_store
-        from airflow_ext.errors import DeliveryError
-        from airflow_ext.outbox.api_client import post_alert
 
         backend = config.backend_path()
         if backend != OUTBOX_BACKEND:
             raise RuntimeError(f"[dingbot] ding_bot_backend is {backend!r}, not the outbox backend")
         policy = config.load_retry_policy()
-    except Exception as err:
-        reply({"ok": False, "error": f"setup failed: {type(err).__name__}: {err}"})
-        return 1
-    reply({"ok": True, "pid": os.getpid(), "airflow_version": airflow.__version__})
+        return {"pid": os.getpid(), "airflow_version": airflow.__version__}
 
-    def post(url: str, n: int, ti: dict) -> dict:
+    def post(n: int, ti: dict, url: str) -> dict:
+        from airflow_ext.errors import DeliveryError
+        from airflow_ext.outbox.api_client import post_alert
+
         alert = make_alert3(n, ti)
         token = execution_token(ti["id"], secret)
         started = time.time()
@@ -350,39 +339,25 @@ def serve3(log_file: str) -> int:
         return {"samples_ms": samples, "calls": len(tries)}
 
     store = None
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd = json.loads(line)
-        op = cmd.get("op")
-        if op == "quit":
-            break
-        try:
-            if op == "storm":
-                start_at = float(cmd["start_at"])
-                done = []
-                for n, offset, ti in cmd["plan"]:
-                    wait = start_at + offset - time.time()
-                    if wait > 0:
-                        time.sleep(wait)
-                    done.append(post(cmd["url"], int(n), ti))
-                reply({"ok": True, "records": done})
-            elif op == "one":
-                reply({"ok": True, **post(cmd["url"], int(cmd["n"]), cmd["ti"])})
-            elif op == "supervisor":
-                reply({"ok": True, **supervisor(cmd["base_url"], cmd["tries"], int(cmd.get("warmup", 0)))})
-            elif op == "counts":
-                store = store or outbox_store()
-                totals = {"pending": 0, "claimed": 0, "sent": 0, "dead": 0}
-                for robot in store.status():
-                    for key in totals:
-                        totals[key] += getattr(robot, key)
-                reply({"ok": True, **totals})
-            else:
-                reply({"ok": False, "error": f"unknown op {op!r}"})
-        except Exception as err:
-            reply({"ok": False, "error": f"{op} failed: {type(err).__name__}: {err}"})
-    return 0
+
+    def handle(op: str, cmd: dict) -> dict | None:
+        nonlocal store
+        if op == "storm":
+            return {
+                "records": paced(float(cmd["start_at"]), cmd["plan"], lambda n, ti: post(n, ti, cmd["url"]))
+            }
+        if op == "one":
+            return post(int(cmd["n"]), cmd["ti"], cmd["url"])
+        if op == "supervisor":
+            return supervisor(cmd["base_url"], cmd["tries"], int(cmd.get("warmup", 0)))
+        if op == "counts":
+            from airflow_ext.dingbot import outbox_store
+
+            store = store or outbox_store()
+            return outbox_counts(store)
+        return None
+
+    return _protocol().serve_protocol(log_file, setup, handle)
 
 
 def finalize_serve(log_file: str) -> int:
@@ -390,8 +365,7 @@ def finalize_serve(log_file: str) -> int:
     the SDK's ``block_orm_access()`` first, so the outbox backend takes the path a task process takes
     (its alert handed to the supervisor in a file). After each timed call the file is taken away
     (untimed) and counted; ``time`` answers say how many there were (``relayed``)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import _failure_path_worker as fpw
+    fpw = _protocol()
     import airflow.settings  # noqa: F401 - block_orm_access() only blocks a loaded settings module
     from airflow.sdk.execution_time.supervisor import block_orm_access
 

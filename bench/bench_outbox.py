@@ -383,13 +383,7 @@ def bench_storm(envs, tmp: Path, kind: str, pg_database: str | None, profile: Pr
         for deliverer in deliverers:
             deliverer.stop()
         counts = producers[0].call(60, op="counts")
-        status = subprocess.run(
-            [str(venv / "bin" / "airflow-ext"), "outbox", "status"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout.strip()
+        status = outbox_status(venv, env)
         messages, requests = robot.messages, robot.requests
         logs = [d.log() for d in deliverers]
     finally:
@@ -398,53 +392,19 @@ def bench_storm(envs, tmp: Path, kind: str, pg_database: str | None, profile: Pr
         for producer in producers:
             producer.close()
         robot.stop()
-
-    times = [m["received_at"] - start_at for m in messages]
-    names = [named_in(m) for m in messages]
-    times_named: dict[int, int] = {}
-    for group in names:
-        for n in group:
-            times_named[n] = times_named.get(n, 0) + 1
-    enqueued = {r["n"]: r for r in records}
-    latency = [first_named[n] - enqueued[n]["at"] for n in first_named if n in enqueued]
-    within = sum(1 for t in first_named.values() if t - start_at <= STORM_WITHIN_S)
-    return {
-        "db": kind,
-        "alerts": STORM_ALERTS,
-        "recorded": sum(1 for r in records if r["queued"]),
-        "last_recorded_s": max(r["at"] for r in records) - start_at,
-        "record_ms": [r["ms"] for r in records],
-        "watched_s": watched_s,
-        "named_within": within,
-        "named_total": len(first_named),
-        "last_named_s": max(first_named.values()) - start_at if first_named else None,
-        "named_twice": sum(1 for c in times_named.values() if c > 1),
-        "latency_s": latency,
-        "requests": len(requests),
-        "accepted": sum(1 for r in requests if r["errcode"] == 0),
-        "throttled": sum(1 for r in requests if r["errcode"] in THROTTLED_ERRCODES),
-        "other_errors": sum(1 for r in requests if r["errcode"] not in (0, *THROTTLED_ERRCODES)),
-        "messages": len(messages),
-        "singles": sum(1 for g in names if len(g) == 1),
-        "digests": sum(1 for g in names if len(g) > 1),
-        "largest_digest": max((len(g) for g in names), default=0),
-        "max_in_60s": max_in_window([m["received_at"] for m in messages], ROBOT_WINDOW_S),
-        "margin_s": tightest_margin(requests, ROBOT_RATE_LIMIT, ROBOT_WINDOW_S),
-        "timeline": sorted(
-            [[round(t, 3), len(g)] for t, g in zip(times, names)]
-            + [
-                [round(r["received_at"] - start_at, 3), f"errcode {r['errcode']}"]
-                for r in requests
-                if r["errcode"] != 0
-            ],
-            key=lambda item: item[0],
-        ),
-        "request_log": [[round(r["received_at"] - start_at, 3), r["errcode"]] for r in requests],
-        "outbox_counts": {k: v for k, v in counts.items() if k != "ok"},
-        "outbox_status": fp.redact(status),
-        "deliverer_errors": sum(log.count(" ERROR - ") for log in logs),
-        "deliverer_throttled_lines": sum(log.count("throttled") for log in logs),
-    }
+    return storm_figures(
+        kind,
+        STORM_ALERTS,
+        start_at,
+        records,
+        first_named,
+        messages,
+        requests,
+        counts,
+        status,
+        logs,
+        watched_s,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -841,13 +801,7 @@ def bench_storm3(af: Airflow3, profile: Profile, secret: str) -> dict:
         for deliverer in deliverers:
             deliverer.stop()
         counts = posters[0].call(60, op="counts")
-        status = subprocess.run(
-            [str(venv / "bin" / "airflow-ext"), "outbox", "status"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout.strip()
+        status = outbox_status(venv, env)
         messages, requests = robot.messages, robot.requests
         logs = [d.log() for d in deliverers]
         api_log = api.log_file.read_text(encoding="utf-8", errors="replace")
@@ -903,6 +857,17 @@ def warm_up(poster: Poster, api: ApiServer, requests: int = 3) -> None:
         answer = poster.call(120, op="one", url=api.outbox_url, n=0, ti=ghost)
         if answer["queued"] or "HTTP 404" not in (answer["error"] or ""):
             raise BenchError(f"the warm-up request was not refused as unknown: {answer}\n{api.log()}")
+
+
+def outbox_status(venv: Path, env: dict[str, str]) -> str:
+    """What `airflow-ext outbox status` prints for this environment's outbox."""
+    return subprocess.run(
+        [str(venv / "bin" / "airflow-ext"), "outbox", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.strip()
 
 
 def storm_figures(

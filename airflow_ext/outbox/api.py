@@ -44,6 +44,7 @@ _ID_FIELDS = ("dag_id", "task_id", "run_id")
 _SHORT_TEXT_FIELDS = ("logical_date", "hostname", "log_url", "exception_type", "occurred_at")
 _LONG_TEXT_FIELDS = ("exception_message", "traceback")
 _INT_FIELDS = ("try_number", "max_tries", "map_index")
+_KNOWN_FIELDS = frozenset(("kind", *_ID_FIELDS, *_SHORT_TEXT_FIELDS, *_LONG_TEXT_FIELDS, *_INT_FIELDS))
 
 
 class Refused(Exception):
@@ -93,8 +94,7 @@ def parse_alert(body: bytes) -> Alert:
     if not isinstance(data, dict) or set(data) != {"alert"} or not isinstance(data["alert"], dict):
         raise Refused(422, 'the body must be {"alert": {...}}, one alert')
     fields = data["alert"]
-    known = set(_ID_FIELDS + _SHORT_TEXT_FIELDS + _LONG_TEXT_FIELDS + _INT_FIELDS) | {"kind"}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - _KNOWN_FIELDS)
     if unknown:
         raise Refused(422, f"unknown alert fields: {', '.join(unknown)[:200]}")
     try:

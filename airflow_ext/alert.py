@@ -84,6 +84,11 @@ class Alert:
     occurred_at: str = dataclasses.field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    #: What routing matches on (:mod:`airflow_ext.routing`): the task's owner, its DAG's tags, and the
+    #: robots the task itself names (``ding_conn_id``).
+    owner: str | None = None
+    tags: tuple[str, ...] = ()
+    conn_ids: tuple[str, ...] = ()
 
     @property
     def attempts_allowed(self) -> int:
@@ -102,6 +107,7 @@ class Alert:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["kind"] = self.kind.value
+        data["tags"], data["conn_ids"] = list(self.tags), list(self.conn_ids)  # as JSON has them
         return data
 
     @classmethod
@@ -109,6 +115,9 @@ class Alert:
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in data.items() if k in names}
         fields["kind"] = AlertKind(fields["kind"])
+        for name in ("tags", "conn_ids"):  # lists in JSON
+            if name in fields:
+                fields[name] = tuple(fields[name] or ())
         return cls(**fields)
 
     @classmethod
@@ -119,12 +128,16 @@ class Alert:
         kind: AlertKind,
         *,
         logical_date: datetime | None = None,
+        owner: str | None = None,
+        tags: tuple[str, ...] = (),
+        conn_ids: tuple[str, ...] = (),
     ) -> Alert:
         """Build from a task instance in failure handling (its state already decided).
 
         Works on any object with a task instance's ids (``dag_id``, ``task_id``, ``run_id``,
         ``map_index``, ``try_number``, ``max_tries``) and, where it has them, ``hostname`` and
-        ``log_url``; each line's adapter passes what differs (the logical date).
+        ``log_url``; each line's adapter passes what differs (the logical date) and what routing
+        matches on, read from the task.
         """
         exception_type, exception_message, traceback = exception_fields(error)
         return cls(
@@ -142,6 +155,9 @@ class Alert:
             exception_type=exception_type,
             exception_message=exception_message,
             traceback=traceback,
+            owner=clean_text(owner) if owner else None,
+            tags=tuple(clean_text(tag) for tag in tags),
+            conn_ids=tuple(conn_ids),
         )
 
 

@@ -87,16 +87,69 @@ def check_template(conf: Any) -> None:
         render_markdown(sample_alert(), template=template, fits=DingTalkRobot(settings).fits)
 
 
+def named_conn_ids(conf: Any) -> list[str]:
+    """Every robot Connection the configuration names (routes, then default_conn_id), once each."""
+    from airflow_ext import routing
+
+    names: list[str] = []
+    try:
+        for rule in routing.parse_routes(config.read_routes_text(conf)):
+            names += [name for name in rule.conn_ids if name not in names]
+    except ConfigError:
+        pass  # check_routes says why
+    try:
+        names += [name for name in config.read_default_conn_ids(conf) if name not in names]
+    except ConfigError:
+        pass
+    return names
+
+
+def connection_problems(conn_id: str) -> list[str]:
+    """What is wrong with one robot Connection, one line each (empty if it can send)."""
+    if conn_id == config.DINGDING_ROBOT:
+        return []
+    try:
+        conn = config.read_connection(conn_id)
+    except ConfigError as err:
+        return [str(err)]
+    problems = []
+    try:
+        config.robot_settings_from_connection(conn)
+    except ConfigError as err:
+        problems.append(str(err))
+    unknown = config.unknown_extras(conn)
+    if unknown and conn.conn_type in config.CONNECTION_EXTRAS:
+        known = ", ".join(config.CONNECTION_EXTRAS[conn.conn_type]) or "none"
+        problems.append(f"Connection {conn_id!r}: unknown extra {', '.join(unknown)} (known: {known})")
+    return problems
+
+
+def check_routes(conf: Any) -> None:
+    from airflow_ext import routing
+
+    routing.parse_routes(config.read_routes_text(conf))
+    config.read_default_conn_ids(conf)
+
+
+def _uses_dingding_section(conf: Any) -> bool:
+    """Whether some alert may still go to ``[dingding]``: when no default_conn_id catches the rest."""
+    try:
+        return not config.read_default_conn_ids(conf)
+    except ConfigError:
+        return True
+
+
 def _checks(conf: Any) -> list[Callable[[Any], Any]]:
     """The checks that apply to ``conf``; each raises ConfigError naming its option."""
-    checks: list[Callable[[Any], Any]] = [check_backend]
+    checks: list[Callable[[Any], Any]] = [check_backend, check_routes]
     checks += [lambda conf, key=key: config.read_dingbot_number(conf, key) for key in config.DINGBOT_NUMBERS]
+    checks += [lambda conf, kind=kind: config.read_default_flag(conf, kind) for kind in ("failure", "retry")]
     path = config.backend_path(conf)
     try:
         robot_set = bool(config.text_option(conf, "bot_url"))
     except ConfigError:
         robot_set = True  # set, but unreadable: its own check says why
-    if path in DINGTALK_BACKENDS or robot_set:  # a custom backend may not use the robot at all
+    if (path in DINGTALK_BACKENDS and _uses_dingding_section(conf)) or robot_set:
         checks += [
             config.read_bot_url,
             config.read_secret,
@@ -118,6 +171,8 @@ def find_problems(conf: Any = None) -> list[str]:
             check(conf)
         except ConfigError as err:
             problems.append(str(err))
+    for conn_id in named_conn_ids(conf):
+        problems += connection_problems(conn_id)
     return problems
 
 
@@ -126,7 +181,10 @@ def summary(conf: Any = None) -> str:
     conf = conf or config._conf()
     path = config.backend_path(conf)
     parts = [f"backend {path}"]
-    if path in DINGTALK_BACKENDS:
+    named = named_conn_ids(conf)
+    if named:
+        parts.append(f"robots {', '.join(named)}")
+    if path in DINGTALK_BACKENDS and _uses_dingding_section(conf) and config.text_option(conf, "bot_url"):
         from airflow_ext.channels.dingtalk import DingTalkRobot
 
         settings = config.load_dingtalk_settings(conf)

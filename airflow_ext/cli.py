@@ -1,4 +1,4 @@
-"""The ``airflow-ext`` command line: patch, check, send-test, deliver, outbox, fake-robot."""
+"""The ``airflow-ext`` command line: patch, check, send-test, route, deliver, outbox, fake-robot."""
 
 from __future__ import annotations
 
@@ -25,7 +25,14 @@ def _cmd_patch(args: argparse.Namespace) -> int:
 def _cmd_send_test(args: argparse.Namespace) -> int:
     from airflow_ext.dingbot import send_test_alert
 
-    print(send_test_alert())
+    print(send_test_alert(getattr(args, "conn_id", None)))
+    return 0
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from airflow_ext.route_explain import explain
+
+    print(explain(args.dag_id, args.task_id))
     return 0
 
 
@@ -52,15 +59,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deliverer():
+def _delivery_service():
     from airflow_ext import config
-    from airflow_ext.channels.dingtalk import DingTalkRobot
-    from airflow_ext.dingbot import outbox_store
-    from airflow_ext.outbox.deliverer import Deliverer
+    from airflow_ext.dingbot import outbox_store, robot_named
+    from airflow_ext.outbox.deliverer import DeliveryService
 
-    return Deliverer(
+    return DeliveryService(
         outbox_store(),
-        DingTalkRobot(config.load_dingtalk_settings()),
+        lambda robot_ref: robot_named(robot_ref or config.DINGDING_ROBOT),
         schedule=config.load_delivery_schedule(),
         policy=config.load_retry_policy(),
     )
@@ -70,7 +76,7 @@ def _cmd_deliver(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    deliverer = _deliverer()
+    deliverer = _delivery_service()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -89,8 +95,9 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
             print("outbox is empty")
         for robot in rows:
             age = "-" if robot.oldest_pending_age_s is None else f"{robot.oldest_pending_age_s:.0f} s"
+            names = ", ".join(robot.names) or "[dingding]"
             print(
-                f"robot {robot.robot_key[:12]}: pending {robot.pending + robot.claimed} "
+                f"robot {names} ({robot.robot_key[:12]}): pending {robot.pending + robot.claimed} "
                 f"(oldest {age}), sent {robot.sent}, dead {robot.dead}, "
                 f"messages in the last minute {robot.sent_last_minute}"
             )
@@ -136,7 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     send_test = commands.add_parser(
         "send-test", help="send a test alert through [dingbot] ding_bot_backend and print the robot's answer"
     )
+    send_test.add_argument(
+        "--conn-id",
+        default=None,
+        help="send straight to this robot Connection (or [dingding]) instead, whatever the backend",
+    )
     send_test.set_defaults(func=_cmd_send_test)
+
+    route = commands.add_parser(
+        "route", help="print where a task's alerts would go and which ding_conn_id, route or default chose it"
+    )
+    route.add_argument("dag_id")
+    route.add_argument("task_id", nargs="?", default=None, help="default: every task of the DAG")
+    route.set_defaults(func=_cmd_route)
 
     deliver = commands.add_parser(
         "deliver",
@@ -158,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     robot = commands.add_parser(
         "fake-robot",
-        help="run a local DingTalk-compatible robot that prints each message (fake-robot --help)",
+        help="run a local DingTalk-compatible robot (--channel wecom|feishu|slack for the others) "
+        "that prints each message (fake-robot --help)",
         add_help=False,
     )
     robot.set_defaults(func=_cmd_fake_robot)

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _MOBILE = re.compile(r"^\+?[0-9][0-9-]{4,19}$")
 
+#: How logs, checks and routes name the robot of the ``[dingding]`` section.
+DINGDING_ROBOT = "[dingding]"
+
 
 def _conf():
     from airflow.configuration import conf
@@ -55,22 +58,59 @@ def _mask(*values: str | None) -> None:
 
 
 @dataclass(frozen=True)
-class DingTalkSettings:
-    """The robot an alert goes to (``[dingding]``)."""
+class RobotSettings:
+    """One chat robot an alert goes to: the ``[dingding]`` section or an Airflow Connection.
 
-    bot_url: str
+    ``url`` is the webhook as the channel takes it, credential included; ``mentions`` are the
+    channel's mention ids (DingTalk and WeCom: mobile numbers; Feishu: user ids).
+    """
+
+    channel: str
+    url: str
     secret: str | None = None
-    at_mobiles: tuple[str, ...] = ()
+    mentions: tuple[str, ...] = ()
     at_all: bool = False
     keyword: str | None = None
     #: ``[dingding] message_template`` as written; compiled (and checked) where it is used.
     message_template: str | None = None
+    #: The Connection id, or ``[dingding]``: how logs, checks and ``airflow-ext route`` name it.
+    name: str = DINGDING_ROBOT
 
     def __repr__(self) -> str:  # never show the webhook or the secret, even in a debugger dump
         return (
-            f"DingTalkSettings(bot_url=***, secret={'***' if self.secret else None}, "
-            f"at_mobiles={self.at_mobiles!r}, at_all={self.at_all!r}, keyword={self.keyword!r})"
+            f"RobotSettings(channel={self.channel!r}, name={self.name!r}, url=***, "
+            f"secret={'***' if self.secret else None}, mentions={self.mentions!r}, "
+            f"at_all={self.at_all!r}, keyword={self.keyword!r})"
         )
+
+    @property
+    def bot_url(self) -> str:
+        return self.url
+
+    @property
+    def at_mobiles(self) -> tuple[str, ...]:
+        return self.mentions
+
+
+def DingTalkSettings(  # noqa: N802 - the settings of the [dingding] robot, by their option names
+    bot_url: str,
+    secret: str | None = None,
+    at_mobiles: tuple[str, ...] = (),
+    at_all: bool = False,
+    keyword: str | None = None,
+    message_template: str | None = None,
+    name: str = DINGDING_ROBOT,
+) -> RobotSettings:
+    return RobotSettings(
+        channel="dingtalk",
+        url=bot_url,
+        secret=secret,
+        mentions=tuple(at_mobiles),
+        at_all=at_all,
+        keyword=keyword,
+        message_template=message_template,
+        name=name,
+    )
 
 
 def parse_bot_url(value: str | None) -> tuple[str, str]:
@@ -153,7 +193,7 @@ def text_option(conf, key: str) -> str | None:
     return (read_option(conf, "dingding", key, "") or "").strip() or None
 
 
-def load_dingtalk_settings(conf=None) -> DingTalkSettings:
+def load_dingtalk_settings(conf=None) -> RobotSettings:
     conf = conf or _conf()
     return DingTalkSettings(
         bot_url=read_bot_url(conf),
@@ -187,11 +227,18 @@ DINGBOT_NUMBERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: Numeric options that may be left empty: None then (``rate_limit``: each channel's own limit).
+OPTIONAL_NUMBERS = frozenset({"rate_limit"})
+
+
 def read_dingbot_number(conf, key: str):
     """One numeric ``[dingbot]`` option, its documented default when unset."""
     conf = conf or _conf()
     default = CONFIG_DESCRIPTION["dingbot"]["options"][key]["default"]
-    return _positive("dingbot", key, read_option(conf, "dingbot", key, default), DINGBOT_NUMBERS[key])
+    value = read_option(conf, "dingbot", key, default)
+    if key in OPTIONAL_NUMBERS and not (value or "").strip():
+        return None
+    return _positive("dingbot", key, value, DINGBOT_NUMBERS[key])
 
 
 def load_retry_policy(conf=None) -> RetryPolicy:
@@ -208,8 +255,9 @@ def load_retry_policy(conf=None) -> RetryPolicy:
 def load_delivery_schedule(conf=None) -> DeliverySchedule:
     """``[dingbot]`` rate_limit and outbox_* options, as the deliverer's schedule."""
     conf = conf or _conf()
+    rate_limit = read_dingbot_number(conf, "rate_limit")
     return DeliverySchedule(
-        rate_limit=read_dingbot_number(conf, "rate_limit"),
+        rate_limit=rate_limit if rate_limit is not None else DeliverySchedule.NO_LIMIT,
         poll_interval_s=read_dingbot_number(conf, "outbox_poll_interval"),
         lease_s=read_dingbot_number(conf, "outbox_lease"),
         purge_after_s=read_dingbot_number(conf, "outbox_purge_after_days") * 86400,
@@ -263,3 +311,173 @@ def _import_problem(path: str) -> str | None:
     if not hasattr(module, attribute):
         return f"module {module_name} has no attribute {attribute!r}"
     return None
+
+
+# --- robots as Airflow Connections ----------------------------------------------------------------
+
+#: The conn type of a robot Connection, and the channel (module under airflow_ext.channels) it is.
+CHANNEL_OF_CONN_TYPE = {"dingding": "dingtalk", "wecom": "wecom", "feishu": "feishu", "slackwebhook": "slack"}
+#: The extras each conn type takes; any other extra is named by ``airflow-ext check``.
+CONNECTION_EXTRAS = {
+    "dingding": ("secret", "keyword", "at_mobiles", "at_all"),
+    "wecom": ("mentioned_mobile_list",),
+    "feishu": ("secret", "keyword"),
+    # the Slack provider's own extras (timeout, proxy) are accepted and not used
+    "slackwebhook": ("timeout", "proxy"),
+}
+
+
+@dataclass(frozen=True)
+class RobotConnection:
+    """What a robot Connection holds, as the line's adapter read it (from any secrets backend)."""
+
+    conn_id: str
+    conn_type: str
+    host: str | None
+    password: str | None
+    extra: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"RobotConnection(conn_id={self.conn_id!r}, conn_type={self.conn_type!r}, password=***)"
+
+
+def channel_module(channel: str):
+    import importlib
+
+    return importlib.import_module(f"airflow_ext.channels.{channel}")
+
+
+def read_connection(conn_id: str) -> RobotConnection:
+    """The Connection ``conn_id`` through the line's adapter; a ConfigError naming it if it is not there."""
+    from airflow_ext.adapters import current
+
+    return current().get_connection(conn_id)
+
+
+def _extra_list(conn_id: str, key: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(item, (str, int)) for item in value):
+        return tuple(str(item).strip() for item in value if str(item).strip())
+    raise ConfigError(f"Connection {conn_id!r}: extra {key} must be a list or a comma-separated string")
+
+
+def _mobiles(conn_id: str, key: str, value: Any) -> tuple[str, ...]:
+    mobiles = _extra_list(conn_id, key, value)
+    bad = [mobile for mobile in mobiles if not _MOBILE.match(mobile) and mobile != "@all"]
+    if bad:
+        raise ConfigError(
+            f"Connection {conn_id!r}: extra {key}: {', '.join(map(repr, bad))} "
+            f"{'is not a mobile number' if len(bad) == 1 else 'are not mobile numbers'}"
+        )
+    return mobiles
+
+
+def _extra_bool(conn_id: str, key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None or value == "":
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ConfigError(f"Connection {conn_id!r}: extra {key} must be true or false")
+
+
+def _extra_text(conn_id: str, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"Connection {conn_id!r}: extra {key} must be a string")
+    return value.strip() or None
+
+
+def robot_settings_from_connection(conn: RobotConnection) -> RobotSettings:
+    """The robot a Connection describes, every field checked; errors name the Connection, never a secret."""
+    conn_id = conn.conn_id
+    conn_type = (conn.conn_type or "").strip().lower()
+    channel = CHANNEL_OF_CONN_TYPE.get(conn_type)
+    if channel is None:
+        raise ConfigError(
+            f"Connection {conn_id!r} has conn type {conn.conn_type!r}; a robot Connection is one of "
+            f"{', '.join(sorted(CHANNEL_OF_CONN_TYPE))}"
+        )
+    module = channel_module(channel)
+    token = (conn.password or "").strip()
+    _mask(token)
+    if not token:
+        what = getattr(module, "TOKEN_NAME", "webhook token")
+        raise ConfigError(f"Connection {conn_id!r} ({conn_type}) has no password: it holds the {what}")
+    problem = module.validate_token(token)
+    if problem:
+        raise ConfigError(f"Connection {conn_id!r} ({conn_type}): the password {problem}")
+    extra = conn.extra if isinstance(conn.extra, dict) else {}
+    host = (conn.host or "").strip() or module.DEFAULT_HOST
+    if "://" not in host:
+        host = f"https://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"Connection {conn_id!r}: host must be an http(s) URL like {module.DEFAULT_HOST}")
+    url = module.webhook_url(host, token)
+    secret = (
+        _extra_text(conn_id, "secret", extra.get("secret"))
+        if "secret" in CONNECTION_EXTRAS[conn_type]
+        else None
+    )
+    _mask(url, secret)
+    if secret and channel == "dingtalk" and not secret.startswith("SEC"):
+        raise ConfigError(
+            f"Connection {conn_id!r}: extra secret must be the robot's signing secret, which starts with SEC"
+        )
+    if channel == "dingtalk":
+        mentions = _mobiles(conn_id, "at_mobiles", extra.get("at_mobiles"))
+    elif channel == "wecom":
+        mentions = _mobiles(conn_id, "mentioned_mobile_list", extra.get("mentioned_mobile_list"))
+    else:
+        mentions = ()
+    return RobotSettings(
+        channel=channel,
+        url=url,
+        secret=secret,
+        mentions=mentions,
+        at_all=_extra_bool(conn_id, "at_all", extra.get("at_all")) if channel == "dingtalk" else False,
+        keyword=_extra_text(conn_id, "keyword", extra.get("keyword"))
+        if "keyword" in CONNECTION_EXTRAS[conn_type]
+        else None,
+        name=conn_id,
+    )
+
+
+def unknown_extras(conn: RobotConnection) -> list[str]:
+    known = CONNECTION_EXTRAS.get((conn.conn_type or "").strip().lower(), ())
+    return sorted(key for key in (conn.extra or {}) if key not in known and not key.startswith("__"))
+
+
+def load_robot_settings(robot: str) -> RobotSettings:
+    """A robot by name: a Connection id, or ``[dingding]`` for the section."""
+    if robot == DINGDING_ROBOT:
+        return load_dingtalk_settings()
+    return robot_settings_from_connection(read_connection(robot))
+
+
+def read_default_flag(conf, kind: str) -> bool:
+    """``[dingbot] default_ding_on_failure`` / ``default_ding_on_retry``."""
+    conf = conf or _conf()
+    key = f"default_ding_on_{kind}"
+    try:
+        return conf.getboolean("dingbot", key, fallback=False)
+    except Exception:
+        raise ConfigError(f"[dingbot] {key} must be true or false") from None
+
+
+def read_routes_text(conf=None) -> str:
+    conf = conf or _conf()
+    return (read_option(conf, "dingbot", "routes", "") or "").strip()
+
+
+def read_default_conn_ids(conf=None) -> tuple[str, ...]:
+    from airflow_ext.routing import conn_ids_of
+
+    conf = conf or _conf()
+    return conn_ids_of(read_option(conf, "dingbot", "default_conn_id", ""), "[dingbot] default_conn_id")

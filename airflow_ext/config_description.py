@@ -54,9 +54,11 @@ CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
                 "3",
             ),
             "rate_limit": _option(
-                "Outbox: messages per robot in any rolling 60 s, shared by all deliverers (DingTalk: 20).\n",
+                "Outbox: at most this many messages per robot in any rolling 60 s, shared by all "
+                "deliverers; empty: each channel's own limit (DingTalk and WeCom 20, Slack 60, Feishu "
+                "100). A value can only lower a channel's limit.\n",
                 "integer",
-                "20",
+                "",
             ),
             "outbox_poll_interval": _option(
                 "Outbox: seconds between the deliverer's looks for new alerts.\n", "float", "0.5"
@@ -68,6 +70,36 @@ CONFIG_DESCRIPTION: dict[str, dict[str, Any]] = {
             ),
             "outbox_purge_after_days": _option(
                 "Outbox: delivered alerts are deleted this many days after delivery.\n", "float", "7"
+            ),
+            "default_ding_on_failure": _option(
+                "Whether tasks alert on a final failure when neither the task nor the DAG's "
+                "default_args set ding_on_failure (like [email] default_email_on_failure). On Airflow 3 "
+                "it is read where the DAG is parsed and stored with the serialized DAG.\n",
+                "boolean",
+                "False",
+            ),
+            "default_ding_on_retry": _option(
+                "Whether tasks alert on a failed try that will be retried when neither the task nor "
+                "the DAG's default_args set ding_on_retry.\n",
+                "boolean",
+                "False",
+            ),
+            "routes": _option(
+                "Where alerts go when the task sets no ding_conn_id: a JSON list of rules, the first "
+                "that matches wins. Each rule has a conn_id (one Airflow Connection id or a list of "
+                "them: one message on each) and optional match keys dag_id (a glob), tag (a DAG tag) "
+                "and owner (the task's owner); a rule without match keys matches every task.\n",
+                "string",
+                "",
+                example='[{"tag": "team-payments", "conn_id": "payments_dingtalk"}, '
+                '{"dag_id": "ml_*", "conn_id": ["ml_wecom", "ml_feishu"]}]',
+            ),
+            "default_conn_id": _option(
+                "The robot Connection (or comma-separated Connections) for alerts no ding_conn_id or "
+                "route chose; empty: the [dingding] robot.\n",
+                "string",
+                "",
+                example="platform_dingtalk",
             ),
         },
     },

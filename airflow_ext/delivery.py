@@ -12,7 +12,7 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, ClassVar, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -51,6 +51,7 @@ class RetryPolicy:
 class DeliverySchedule:
     """How the outbox deliverer paces one robot (``[dingbot]`` rate_limit and outbox_* options)."""
 
+    #: Messages per window and robot; the deliverer lowers it to the robot's channel's own limit.
     rate_limit: int = 20
     window_s: float = 60.0
     #: Added to the window we count: hosts' clocks and network latency differ from the robot's view.
@@ -60,10 +61,13 @@ class DeliverySchedule:
     #: Backoff for a message that failed in a retryable way (network, 5xx, busy).
     retry_initial_s: float = 2.0
     retry_max_s: float = 60.0
-    #: DingTalk refuses everything for 10 minutes once a robot went over its limit.
-    throttled_pause_s: float = 600.0
+    #: How long a robot that throttled us is left alone; None: its channel's (DingTalk: 10 minutes).
+    throttled_pause_s: float | None = None
     purge_after_s: float = 7 * 24 * 3600.0
     purge_every_s: float = 3600.0
+
+    #: ``rate_limit`` when ``[dingbot] rate_limit`` is empty: only the channel's limit applies.
+    NO_LIMIT: ClassVar[int] = 1_000_000
 
     @property
     def pacing_s(self) -> float:

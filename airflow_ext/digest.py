@@ -41,11 +41,11 @@ from typing import Callable
 
 from airflow_ext.alert import Alert, clean_text
 from airflow_ext.render import (
+    MARKDOWN,
+    Markup,
     RenderedMessage,
-    escape_markdown,
     finish_title,
     largest_fitting,
-    link_target,
     mentions,
     utf8_head,
 )
@@ -89,23 +89,23 @@ def _title(n: int, keyword: str | None) -> str:
     return finish_title(f"Airflow: {n} task {_plural(n, 'failure', 'failures')}", keyword)
 
 
-def _heading(n: int, all_retries: bool, keyword: str | None) -> str:
+def _heading(n: int, all_retries: bool, keyword: str | None, markup: Markup = MARKDOWN) -> str:
     if all_retries:
         heading = f"🟠 {n} failed Airflow {_plural(n, 'try', 'tries')}, will retry"
     else:
         heading = f"🔴 {n} Airflow task {_plural(n, 'failure', 'failures')}"
     if keyword and keyword not in heading:
         heading = f"{heading} · {keyword}"
-    return f"#### {heading}"
+    return markup.heading(heading)
 
 
-def _count_segment(dag: str) -> str:
+def _count_segment(dag: str, markup: Markup = MARKDOWN) -> str:
     """A DAG's part of the counts line, without its count."""
-    return f"**{dag}** "
+    return f"{markup.bold(dag)} "
 
 
-def _group_line(dag: str, run: str) -> str:
-    return f"**{dag}** · run {run}"
+def _group_line(dag: str, run: str, markup: Markup = MARKDOWN) -> str:
+    return f"{markup.bold(dag)} · run {run}"
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,14 @@ def short_log_url(url: str) -> str:
     return _BASE_DATE.sub("", url)
 
 
-def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = True) -> _Entry:
+def _entry(
+    alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = True, markup: Markup = MARKDOWN
+) -> _Entry:
     def shown(value: str) -> str:
         value = clean_text(value)
         if max_id_bytes is None or len(value.encode("utf-8")) <= max_id_bytes:
-            return escape_markdown(value)
-        return escape_markdown(utf8_head(value, max_id_bytes)) + CUT
+            return markup.escape(value)
+        return markup.escape(utf8_head(value, max_id_bytes)) + CUT
 
     task = shown(alert.task_id)
     if alert.map_index >= 0:
@@ -145,11 +147,13 @@ def _entry(alert: Alert, max_id_bytes: int | None = None, with_log_url: bool = T
     if alert.exception_type:
         fields.append(shown(alert.exception_type))
     if with_log_url and alert.log_url:
-        fields.append(f"[log]({short_log_url(link_target(alert.log_url))})")
-    return _Entry(alert, shown(alert.dag_id), shown(alert.run_id), "- " + FIELD_SEP.join(fields))
+        fields.append(markup.link("log", short_log_url(alert.log_url)))
+    return _Entry(alert, shown(alert.dag_id), shown(alert.run_id), markup.list_item + FIELD_SEP.join(fields))
 
 
-def _render(entries: Sequence[_Entry], keyword: str | None, mention_line: str) -> RenderedMessage:
+def _render(
+    entries: Sequence[_Entry], keyword: str | None, mention_line: str, markup: Markup = MARKDOWN
+) -> RenderedMessage:
     groups: dict[tuple[str, str], list[str]] = {}
     counts: dict[str, int] = {}
     for entry in entries:
@@ -157,11 +161,11 @@ def _render(entries: Sequence[_Entry], keyword: str | None, mention_line: str) -
         counts[entry.dag] = counts.get(entry.dag, 0) + 1
     all_retries = all(entry.alert.is_retry for entry in entries)
     blocks = [
-        _heading(len(entries), all_retries, keyword),
-        FIELD_SEP.join(f"{_count_segment(dag)}{count}" for dag, count in counts.items()),
+        _heading(len(entries), all_retries, keyword, markup),
+        FIELD_SEP.join(f"{_count_segment(dag, markup)}{count}" for dag, count in counts.items()),
     ]
     for (dag, run), lines in groups.items():
-        blocks.append(_group_line(dag, run))
+        blocks.append(_group_line(dag, run, markup))
         blocks.append(ENTRY_SEP.join(lines))
     if mention_line:
         blocks.append(mention_line)
@@ -187,8 +191,9 @@ def _budget(fits: Callable[[RenderedMessage], bool]) -> int:
 class _Packer:
     """The exact encoded size of a growing digest, updated per entry in O(1)."""
 
-    def __init__(self, keyword: str | None, mention_line: str) -> None:
+    def __init__(self, keyword: str | None, mention_line: str, markup: Markup = MARKDOWN) -> None:
         self.keyword = keyword
+        self.markup = markup
         self.mentions_size = _json_size(mention_line) if mention_line else 0
         self.fixed_blocks = 3 if mention_line else 2  # heading, counts line, mention_line
         self.block_sep = _json_size(BLOCK_SEP)
@@ -211,7 +216,9 @@ class _Packer:
         key = (n, all_retries)
         size = self._framing.get(key)
         if size is None:
-            size = _json_size(_title(n, self.keyword)) + _json_size(_heading(n, all_retries, self.keyword))
+            size = _json_size(_title(n, self.keyword)) + _json_size(
+                _heading(n, all_retries, self.keyword, self.markup)
+            )
             self._framing[key] = size
         return size
 
@@ -262,13 +269,13 @@ class _Packer:
     def _segment(self, dag: str) -> int:
         size = self._segments.get(dag)
         if size is None:
-            size = self._segments[dag] = _json_size(_count_segment(dag))
+            size = self._segments[dag] = _json_size(_count_segment(dag, self.markup))
         return size
 
     def _group_line(self, group: tuple[str, str]) -> int:
         size = self._group_lines.get(group)
         if size is None:
-            size = self._group_lines[group] = _json_size(_group_line(*group))
+            size = self._group_lines[group] = _json_size(_group_line(*group, self.markup))
         return size
 
 
@@ -279,6 +286,7 @@ def render_digests(
     at_mobiles: Sequence[str] = (),
     fits: Callable[[RenderedMessage], bool],
     max_messages: int | None = None,
+    markup: Markup = MARKDOWN,
 ) -> list[Digest]:
     """Pack ``alerts``, in order, greedily into as few digests as possible, each one ``fits``.
 
@@ -288,26 +296,28 @@ def render_digests(
     do not name are left for the caller to keep. Every alert in a returned digest is named whole,
     except one whose entry alone does not fit: it gets a digest of its own with its ids cut.
 
+    ``markup`` is the robot's channel's (DingTalk markdown by default).
+
     Raises ValueError if ``fits`` accepts not even a digest of one alert with every id cut away.
     """
     if max_messages is not None and max_messages < 0:
         raise ValueError(f"max_messages must be 0 or more, got {max_messages}")
-    mention_line = mentions(at_mobiles)
+    mention_line = mentions(at_mobiles, markup)
     budget = _budget(fits) if alerts else -1
-    packer = _Packer(keyword, mention_line)
+    packer = _Packer(keyword, mention_line, markup)
     entries: list[_Entry] = []
     entry_sizes: list[int] = []
     digests: list[Digest] = []
 
     def entry_at(index: int) -> int:
         while len(entries) <= index:  # made on demand: max_messages may leave most alerts out
-            entry = _entry(alerts[len(entries)])
+            entry = _entry(alerts[len(entries)], markup=markup)
             entries.append(entry)
             entry_sizes.append(_json_size(entry.line))
         return index
 
     def render(start: int, end: int) -> RenderedMessage:
-        return _render(entries[start:end], keyword, mention_line)
+        return _render(entries[start:end], keyword, mention_line, markup)
 
     def packed_end(start: int) -> int:
         """End of the longest run of alerts from ``start`` whose digest is counted to fit."""
@@ -331,7 +341,7 @@ def render_digests(
             kept = largest_fitting(1, end - start - 1, lambda k: fits(render(start, start + k)))
             if kept:
                 return start + kept, render(start, start + kept)
-        return start + 1, _render_shortened(alerts[start], keyword, mention_line, fits)
+        return start + 1, _render_shortened(alerts[start], keyword, mention_line, fits, markup)
 
     start = 0
     while start < len(alerts) and (max_messages is None or len(digests) < max_messages):
@@ -342,7 +352,11 @@ def render_digests(
 
 
 def _render_shortened(
-    alert: Alert, keyword: str | None, mention_line: str, fits: Callable[[RenderedMessage], bool]
+    alert: Alert,
+    keyword: str | None,
+    mention_line: str,
+    fits: Callable[[RenderedMessage], bool],
+    markup: Markup = MARKDOWN,
 ) -> RenderedMessage:
     """A digest of ``alert`` alone, its ids cut as little as needed to fit."""
     longest = max(
@@ -352,7 +366,7 @@ def _render_shortened(
     for with_log_url in (True, False) if alert.log_url else (False,):
 
         def render(max_id_bytes: int, with_log_url: bool = with_log_url) -> RenderedMessage:
-            return _render([_entry(alert, max_id_bytes, with_log_url)], keyword, mention_line)
+            return _render([_entry(alert, max_id_bytes, with_log_url, markup)], keyword, mention_line, markup)
 
         if fits(render(longest)):
             return render(longest)

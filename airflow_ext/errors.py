@@ -20,6 +20,8 @@ class DeliveryError(DingbotError):
 
     ``retryable`` tells the delivery loop whether trying again can succeed (throttling, 5xx,
     network trouble) or cannot (bad token, signature/keyword/IP refused, message too long).
+    ``throttled`` says the robot refused for its rate limit (it needs a pause, not a quick retry);
+    ``retry_after_s`` is how long the robot asked to wait, when it said so (Slack's Retry-After).
     """
 
     def __init__(
@@ -30,12 +32,16 @@ class DeliveryError(DingbotError):
         errcode: int | None = None,
         errmsg: str | None = None,
         http_status: int | None = None,
+        throttled: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.errcode = errcode
         self.errmsg = errmsg
         self.http_status = http_status
+        self.throttled = throttled
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(DeliveryError):

@@ -94,12 +94,17 @@ def compute_sign(secret: str, timestamp_ms: int) -> str:
 
 
 class _Reject(Exception):
-    """Internal: answer HTTP 200 with this errcode/errmsg."""
+    """Internal: refuse the message with this code and text (DingTalk: HTTP 200 with errcode/errmsg;
+    a channel that answers errors with an HTTP status sets ``http_status``)."""
 
-    def __init__(self, errcode: int, errmsg: str) -> None:
+    def __init__(self, errcode: int, errmsg: str, http_status: int = 200) -> None:
         super().__init__(errmsg)
         self.errcode = errcode
         self.errmsg = errmsg
+        self.http_status = http_status
+
+
+Reject = _Reject  # for the fakes of the other channels (airflow_ext.fakes)
 
 
 # --- message inspection ---------------------------------------------------------------------
@@ -281,8 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, robot.messages)
         elif path == "/_requests":
             self._send_json(200, robot.requests)
-        elif path == SEND_PATH:
-            self._send_json(405, {"errcode": ERR_INVALID, "errmsg": "method not allowed, use POST"})
+        elif robot.is_send_path(path):
+            self._send_json(405, {"error": "method not allowed, use POST"})
         else:
             self._send_json(404, {"error": "not found"})
 
@@ -291,8 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
         robot = self.server.robot
         received_at = time.time()
         body = self._read_body()
-        if split.path == SEND_PATH:
-            robot._handle_send(self, split.query, body, received_at)
+        if robot.is_send_path(split.path):
+            robot._handle_send(self, split.path, split.query, body, received_at)
         elif split.path == "/_control":
             try:
                 kw = json.loads(body.decode("utf-8") or "{}")
@@ -315,7 +320,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeRobot:
-    """A DingTalk custom robot on a local port. Use as a context manager or via start()/stop()."""
+    """A DingTalk custom robot on a local port. Use as a context manager or via start()/stop().
+
+    The fakes of the other channels (:mod:`airflow_ext.fakes`) subclass it: they override
+    :meth:`is_send_path`, :attr:`url`, :meth:`_answer`, :meth:`_process` and :meth:`render`, and
+    use :meth:`_admit` for the rate limit, its block and idempotency keys.
+    """
+
+    #: How the channel's success looks to a client, and its throttled refusal.
+    OK = (ERR_OK, MSG_OK)
+    TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
+    CHANNEL_NAME = "DingTalk"
 
     def __init__(
         self,
@@ -502,7 +517,7 @@ class FakeRobot:
                 {"received_at": received_at, "errcode": errcode, "http_status": status, "bytes": nbytes}
             )
 
-    def _handle_send(self, handler: _Handler, query: str, body: bytes, received_at: float) -> None:
+    def _handle_send(self, handler: _Handler, path: str, query: str, body: bytes, received_at: float) -> None:
         with self._lock:
             mode, mode_kw = self._mode, dict(self._mode_kw)
         nbytes = len(body)
@@ -522,7 +537,7 @@ class FakeRobot:
             return
         if mode == "errcode":
             self._record(received_at, nbytes, mode_kw["errcode"], 200)
-            handler._send_json(200, {"errcode": mode_kw["errcode"], "errmsg": mode_kw["errmsg"]})
+            self._answer(handler, _Reject(mode_kw["errcode"], mode_kw["errmsg"]))
             return
         if mode == "slow":
             if self._stopping.wait(mode_kw["delay_s"]):
@@ -530,16 +545,17 @@ class FakeRobot:
                 return
 
         record: dict[str, Any] | None = None
+        answer: _Reject | None = None
         try:
-            record = self._process(query, body, received_at)
-            errcode, errmsg = ERR_OK, MSG_OK
+            record = self._process(path, query, body, received_at)
         except _Reject as rej:
-            errcode, errmsg = rej.errcode, rej.errmsg
-        self._record(received_at, nbytes, errcode, 200)
+            answer = rej
+        errcode = self.OK[0] if answer is None else answer.errcode
+        self._record(received_at, nbytes, errcode, 200 if answer is None else answer.http_status)
         if record is not None:
             if self._echo is not None:
                 try:
-                    self._echo(render_message(record["body"], record["pinged"], record["at_all"]))
+                    self._echo(self.render(record))
                 except Exception:  # noqa: BLE001 - a broken console must not break the robot
                     pass
             if self._on_message is not None:
@@ -547,7 +563,49 @@ class FakeRobot:
                     self._on_message(record)
                 except Exception:  # noqa: BLE001
                     pass
-        handler._send_json(200, {"errcode": errcode, "errmsg": errmsg})
+        self._answer(handler, answer)
+
+    # -- what a channel's fake overrides
+
+    def is_send_path(self, path: str) -> bool:
+        return path == SEND_PATH
+
+    def _answer(self, handler: _Handler, rejection: _Reject | None) -> None:
+        """Success or ``rejection`` as the channel answers it: DingTalk, always HTTP 200 with errcode."""
+        code, message = self.OK if rejection is None else (rejection.errcode, rejection.errmsg)
+        handler._send_json(200, {"errcode": code, "errmsg": message})
+
+    def render(self, record: dict[str, Any]) -> str:
+        """An accepted message as the group would see it, for the console."""
+        return render_message(record["body"], record["pinged"], record["at_all"])
+
+    def _admit(self, record: dict[str, Any], msg_uuid: str | None = None) -> dict[str, Any] | None:
+        """Store ``record`` under the rate limit: None for a repeated ``msg_uuid`` (accepted, not
+        stored), the stored copy, or a refusal once the window is full (which starts the block)."""
+        with self._cond:
+            if self._dedup_msg_uuid and msg_uuid is not None and msg_uuid in self._seen_uuids:
+                return None  # idempotent repeat: ok, but not stored and not counted
+            now = time.monotonic()
+            if now < self._blocked_until:  # another thread tripped the limit meanwhile
+                raise _Reject(*self.TOO_FAST)
+            while self._accepted_at and now - self._accepted_at[0] >= self._window_s:
+                self._accepted_at.popleft()
+            if len(self._accepted_at) >= self._rate_limit:
+                # The block is the penalty; once it is over the robot starts with an empty window.
+                self._blocked_until = now + self._block_s
+                self._accepted_at.clear()
+                raise _Reject(*self.TOO_FAST)
+            self._accepted_at.append(now)
+            if msg_uuid is not None:
+                self._seen_uuids.add(msg_uuid)
+            self._messages.append(record)
+            self._cond.notify_all()
+            return copy.deepcopy(record)
+
+    def _check_blocked(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._blocked_until:
+                raise _Reject(*self.TOO_FAST)
 
     def _check_sign(self, params: dict[str, list[str]]) -> None:
         assert self._secret is not None
@@ -566,7 +624,7 @@ class FakeRobot:
         if not hmac.compare_digest(sign.encode("utf-8"), compute_sign(self._secret, ts).encode("ascii")):
             raise _Reject(ERR_SECURITY, "sign not match, more: signature does not match the robot's secret")
 
-    def _process(self, query: str, body: bytes, received_at: float) -> dict[str, Any] | None:
+    def _process(self, path: str, query: str, body: bytes, received_at: float) -> dict[str, Any] | None:
         """Apply the real robot's checks in order. Returns the stored record, None for a duplicate
         msgUuid (answered ok but not stored), or raises _Reject."""
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -574,9 +632,7 @@ class FakeRobot:
         if not token or not hmac.compare_digest(token.encode("utf-8"), self._token.encode("utf-8")):
             raise _Reject(ERR_TOKEN, MSG_TOKEN)
 
-        with self._lock:
-            if time.monotonic() < self._blocked_until:
-                raise _Reject(ERR_TOO_FAST, MSG_TOO_FAST)
+        self._check_blocked()
 
         signed = False
         if self._secret is not None:
@@ -596,33 +652,14 @@ class FakeRobot:
             raise _Reject(ERR_SECURITY, MSG_KEYWORD)
 
         pinged, at_all = _mentions(parsed)
-        msg_uuid = parsed.get("msgUuid")
-        with self._cond:
-            if self._dedup_msg_uuid and msg_uuid is not None and msg_uuid in self._seen_uuids:
-                return None  # idempotent repeat: ok, but not stored and not counted
-            now = time.monotonic()
-            if now < self._blocked_until:  # another thread tripped the limit meanwhile
-                raise _Reject(ERR_TOO_FAST, MSG_TOO_FAST)
-            while self._accepted_at and now - self._accepted_at[0] >= self._window_s:
-                self._accepted_at.popleft()
-            if len(self._accepted_at) >= self._rate_limit:
-                # The block is the penalty; once it is over the robot starts with an empty window.
-                self._blocked_until = now + self._block_s
-                self._accepted_at.clear()
-                raise _Reject(ERR_TOO_FAST, MSG_TOO_FAST)
-            self._accepted_at.append(now)
-            if msg_uuid is not None:
-                self._seen_uuids.add(msg_uuid)
-            record = {
-                "body": parsed,
-                "received_at": received_at,
-                "pinged": pinged,
-                "at_all": at_all,
-                "signed": signed,
-            }
-            self._messages.append(record)
-            self._cond.notify_all()
-            return copy.deepcopy(record)
+        record = {
+            "body": parsed,
+            "received_at": received_at,
+            "pinged": pinged,
+            "at_all": at_all,
+            "signed": signed,
+        }
+        return self._admit(record, parsed.get("msgUuid"))
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ class Handoff:
     max_tries: int
     logical_date: str | None = None
     log_url: str | None = None
+    #: What routing matches on (see :class:`airflow_ext.alert.Alert`).
+    owner: str | None = None
+    tags: tuple[str, ...] = ()
+    conn_ids: tuple[str, ...] = ()
 
 
 def directory() -> Path:
@@ -96,7 +100,11 @@ def take(ti_id: object, try_number: int) -> Handoff | None:
     if data is None:
         return None
     names = {f.name for f in dataclasses.fields(Handoff)}
-    return Handoff(**{k: v for k, v in data.items() if k in names})
+    fields = {k: v for k, v in data.items() if k in names}
+    for name in ("tags", "conn_ids"):  # lists in JSON
+        if name in fields:
+            fields[name] = tuple(fields[name] or ())
+    return Handoff(**fields)
 
 
 def clear(ti_id: object, try_number: int) -> None:

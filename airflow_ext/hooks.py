@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from airflow_ext.alert import Alert, AlertKind
-from airflow_ext.channels.dingtalk import THROTTLED_ERRCODES
 from airflow_ext.errors import ConfigError, DeliveryError
 from airflow_ext.problems import report_once
 
@@ -32,17 +31,55 @@ def alert_kind(state: Any) -> AlertKind | None:
     return None
 
 
-def task_flag(name: str, task: Any, mapped_task: Any = None) -> bool:
-    """A ding flag of ``task`` (the unmapped task failure handling works on).
+def task_setting(name: str, task: Any, mapped_task: Any = None, default: Any = None) -> Any:
+    """An operator argument of ``task`` (the unmapped task failure handling works on).
 
-    For a mapped task the flag is read from the mapped operator's ``partial_kwargs``: unmapping a
+    For a mapped task it is read from the mapped operator's ``partial_kwargs``: unmapping a
     *deserialized* mapped operator (the scheduler's case) yields a SerializedBaseOperator without
-    the partial() arguments (Airflow 2.x), so its own attribute would say False.
+    the partial() arguments (Airflow 2.x), so its own attribute would give the default.
     """
     partial_kwargs = getattr(mapped_task, "partial_kwargs", None)
     if isinstance(partial_kwargs, dict) and name in partial_kwargs:
-        return bool(partial_kwargs[name])
-    return bool(getattr(task, name, False))
+        return partial_kwargs[name]
+    return getattr(task, name, default)
+
+
+def task_flag(name: str, task: Any, mapped_task: Any = None) -> bool:
+    """A ding flag of ``task`` (see :func:`task_setting`)."""
+    return bool(task_setting(name, task, mapped_task, False))
+
+
+def routing_facts(task: Any, mapped_task: Any = None) -> dict[str, Any]:
+    """What routing matches on, read from the task: ``owner``, its DAG's ``tags``, its ``ding_conn_id``.
+
+    A ding_conn_id that is not a conn id or a list of them (the patches type-check it at parse
+    time, so only a hand-made task has one) is left out: the alert goes where routes send it.
+    """
+    from airflow_ext.routing import conn_ids_of
+
+    try:
+        conn_ids = conn_ids_of(task_setting("ding_conn_id", task, mapped_task), "ding_conn_id")
+    except ConfigError as err:
+        report_once(log, "A task's ding_conn_id is ignored", str(err))
+        conn_ids = ()
+    dag = getattr(task, "dag", None) if task is not None else None
+    tags = getattr(dag, "tags", None) or ()
+    owner = task_setting("owner", task, mapped_task)
+    return {
+        "owner": owner if isinstance(owner, str) else None,
+        "tags": tuple(sorted(str(tag) for tag in tags)),
+        "conn_ids": conn_ids,
+    }
+
+
+def alert_for(
+    kind: AlertKind, task_instance: Any, task: Any, error: None | str | BaseException, logical_date: Any
+) -> Alert:
+    """The Alert of a failed try, with what routing needs from the task."""
+    mapped = getattr(task_instance, "task", None) if task is None else task
+    return Alert.from_task_instance(
+        task_instance, error, kind, logical_date=logical_date, **routing_facts(task, mapped)
+    )
 
 
 def wants_alert(kind: AlertKind | None, task: Any, mapped_task: Any = None) -> bool:
@@ -60,7 +97,7 @@ def alert_if_wanted(
     failed or retried try. Never raises."""
     try:
         if wants_alert(kind, task, task):  # a mapped task answers from its partial kwargs
-            deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))
+            deliver_alert(alert_for(kind, task_instance, task, error, logical_date))
     except Exception:  # the contract with the patches: Airflow's failure handling goes on unchanged
         log.exception("DingTalk alert for %s was not sent", task_instance)
 
@@ -93,7 +130,7 @@ def deliver_alert(alert: Alert) -> None:
         stats.incr("dingbot.alert.failed")
         report_once(log, "DingTalk alerts are not sent", str(err))
     except DeliveryError as err:
-        stats.incr("dingbot.alert.throttled" if err.errcode in THROTTLED_ERRCODES else "dingbot.alert.failed")
+        stats.incr("dingbot.alert.throttled" if err.throttled else "dingbot.alert.failed")
         log.error("%s not delivered after %.1f s: %s", what, time.monotonic() - started, err)
     except Exception:  # a custom backend's bug: its traceback is what its author needs
         stats.incr("dingbot.alert.failed")

@@ -73,8 +73,8 @@ PROBLEMS = [
     ),
     (
         "DINGBOT__DING_BOT_BACKEND",
-        "airflow_ext.dingbot.send_test_alert",
-        "[dingbot] ding_bot_backend: 'airflow_ext.dingbot.send_test_alert' cannot be called with one argument",  # noqa: E501
+        "airflow_ext.dingbot.sample_alert",
+        "[dingbot] ding_bot_backend: 'airflow_ext.dingbot.sample_alert' cannot be called with one argument",  # noqa: E501
     ),
     ("DINGBOT__TIMEOUT", "0", "[dingbot] timeout must be greater than 0, got '0'"),
     ("DINGBOT__CONNECT_TIMEOUT", "-1", "[dingbot] connect_timeout must be greater than 0"),

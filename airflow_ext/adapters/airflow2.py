@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from airflow_ext.alert import Alert, AlertKind
-from airflow_ext.hooks import alert_if_wanted, alert_kind, deliver_alert, wants_alert
+from airflow_ext.hooks import alert_if_wanted, alert_kind, deliver_alert, routing_facts, wants_alert
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,12 @@ def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseEx
         return
     try:
         logical_date = getattr(task_instance, "execution_date", None)
-        deliver_alert(Alert.from_task_instance(task_instance, error, kind, logical_date=logical_date))
+        mapped = getattr(task_instance, "task", None)
+        deliver_alert(
+            Alert.from_task_instance(
+                task_instance, error, kind, logical_date=logical_date, **routing_facts(task, mapped)
+            )
+        )
     except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
         log.exception("DingTalk alert for %s was not sent", task_instance)
 
@@ -48,6 +53,49 @@ def queue_in_outbox(alert: Alert) -> tuple[bool, str]:
 def fastapi_apps() -> list[dict]:
     """Airflow 2 has no api-server: its task processes write to the outbox themselves."""
     return []
+
+
+def get_connection(conn_id: str):
+    """A robot Connection from any of Airflow's secrets backends (environment, database, vault...)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.hooks.base import BaseHook
+
+    from airflow_ext.errors import ConfigError
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConfigError(
+            f"Connection {conn_id!r} is not defined (robot Connections: airflow connections add)"
+        ) from None
+    except Exception as err:
+        raise ConfigError(f"Connection {conn_id!r} cannot be read ({type(err).__name__})") from None
+    return _robot_connection(conn_id, conn)
+
+
+def _robot_connection(conn_id: str, conn: Any):
+    from airflow_ext.config import RobotConnection
+    from airflow_ext.errors import ConfigError
+
+    try:
+        extra = conn.extra_dejson
+    except Exception:
+        raise ConfigError(f"Connection {conn_id!r}: extra is not a JSON object") from None
+    return RobotConnection(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host,
+        password=conn.password,
+        extra=extra if isinstance(extra, dict) else {},
+    )
+
+
+def load_dag(dag_id: str):
+    """The DAG as parsed from the DAGs folder (what ``airflow-ext route`` explains)."""
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(include_examples=False, read_dags_from_db=False)
+    return bag.dags.get(dag_id), bag.import_errors
 
 
 def mask_secret(value: str) -> None:

@@ -43,6 +43,7 @@ from airflow_ext.hooks import (
     alert_if_wanted,
     alert_kind,
     deliver_alert,
+    routing_facts,
     task_flag,
 )
 
@@ -59,6 +60,10 @@ _RELAY_FOR: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Context
 #: While the supervisor alerts: the Execution API's URL and the try's token, to reach the outbox.
 _EXECUTION_API: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "dingbot_execution_api", default=None
+)
+#: While the supervisor alerts: its Execution API client, to read robot Connections the try may read.
+_SUPERVISOR_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "dingbot_supervisor_client", default=None
 )
 
 
@@ -78,6 +83,7 @@ def task_started(ti: Any) -> None:
                 max_tries=int(ti.max_tries or 0),
                 logical_date=_isoformat(_runtime_logical_date(ti)),
                 log_url=task_log_url(ti),
+                **routing_facts(ti.task),
             ),
         )
     except Exception:
@@ -130,9 +136,11 @@ def _execution_api_of(client: Any):
         reset = _EXECUTION_API.set((url, token))
     else:  # a dry-run client, or none: the outbox is reached some other way, or not at all
         reset = _EXECUTION_API.set(None)
+    reset_client = _SUPERVISOR_CLIENT.set(client)
     try:
         yield
     finally:
+        _SUPERVISOR_CLIENT.reset(reset_client)
         _EXECUTION_API.reset(reset)
 
 
@@ -165,6 +173,62 @@ def queue_in_outbox(alert: Alert) -> tuple[bool, str]:
         "task's Execution API token",
         retryable=False,
     )
+
+
+def get_connection(conn_id: str):
+    """A robot Connection, read the way this process may read it.
+
+    With the metadata database (scheduler, api-server, ``dags test``, ``airflow-ext deliver``): core's
+    lookup, every secrets backend. In a task process: the Task SDK's, through the supervisor. In the
+    supervisor: environment and external secrets backends, then the Execution API with its client.
+    """
+    from airflow_ext.adapters.airflow2 import _robot_connection
+    from airflow_ext.errors import ConfigError
+
+    try:
+        if _has_database():
+            from airflow.models.connection import Connection
+
+            return _robot_connection(conn_id, Connection.get_connection_from_secrets(conn_id))
+        from airflow.sdk.definitions.connection import Connection as SdkConnection
+
+        try:
+            return _robot_connection(conn_id, SdkConnection.get(conn_id))
+        except Exception:
+            client = _SUPERVISOR_CLIENT.get()
+            if client is None:
+                raise
+        answer = client.connections.get(conn_id)
+        if getattr(answer, "conn_type", None) is None:  # an ErrorResponse: not found or not allowed
+            raise LookupError(conn_id)
+        return _robot_connection(conn_id, SdkConnection(**_connection_fields(answer)))
+    except ConfigError:
+        raise
+    except Exception as err:
+        if type(err).__name__ in ("AirflowNotFoundException", "LookupError"):
+            raise ConfigError(
+                f"Connection {conn_id!r} is not defined (robot Connections: airflow connections add)"
+            ) from None
+        raise ConfigError(f"Connection {conn_id!r} cannot be read ({type(err).__name__})") from None
+
+
+def _connection_fields(answer: Any) -> dict[str, Any]:
+    return {
+        "conn_id": answer.conn_id,
+        "conn_type": answer.conn_type,
+        "host": answer.host,
+        "password": answer.password,
+        "extra": answer.extra,
+    }
+
+
+def load_dag(dag_id: str):
+    """The DAG as parsed from the DAGs folder (what ``airflow-ext route`` explains)."""
+    from airflow import settings
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=settings.DAGS_FOLDER)
+    return bag.dags.get(dag_id), bag.import_errors
 
 
 def _has_database() -> bool:
@@ -292,6 +356,9 @@ def _killed_process_alert(ti: Any, exit_code: int | None, kind: AlertKind, note:
         logical_date=note.logical_date,
         log_url=note.log_url,
         exception_type=how,
+        owner=note.owner,
+        tags=note.tags,
+        conn_ids=note.conn_ids,
     )
 
 

@@ -10,32 +10,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import logging
-import os
-import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote_plus, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
 import requests
 
-from airflow_ext.alert import Alert
-from airflow_ext.config import DingTalkSettings
-from airflow_ext.errors import ConfigError, DeliveryError
-from airflow_ext.problems import report_once
-from airflow_ext.render import RenderedMessage, render_markdown
-from airflow_ext.template import MessageTemplate
-
-log = logging.getLogger(__name__)
+from airflow_ext.channels.base import (  # noqa: F401 - shared_session and encode_body: re-exported
+    MSG_UUID_CHARS,
+    ChannelRobot,
+    encode_body,
+    is_retryable_http_status,
+    shared_session,
+)
+from airflow_ext.errors import DeliveryError
+from airflow_ext.render import RenderedMessage
 
 #: DingTalk refuses request bodies larger than this (bytes of the UTF-8 JSON body, not characters).
 MAX_BODY_BYTES = 20_000
 #: A robot accepts this many messages per rolling minute, then refuses everything for 10 minutes.
 RATE_LIMIT_PER_MINUTE = 20
+#: Seconds a robot refuses everything after more than RATE_LIMIT_PER_MINUTE.
+THROTTLED_PAUSE_S = 600.0
 
-#: Length of the msgUuid we send (hex characters).
-MSG_UUID_CHARS = 32
+#: Where a ``dingding`` Connection without a host sends (as apache-airflow-providers-dingding does).
+DEFAULT_HOST = "https://oapi.dingtalk.com"
+SEND_PATH = "/robot/send"
+TOKEN_NAME = "robot's access_token"
 
 THROTTLED_ERRCODES = frozenset({130101, 410100})
 #: -1: "system busy, please retry".
@@ -45,10 +46,10 @@ RETRYABLE_ERRCODES = THROTTLED_ERRCODES | BUSY_ERRCODES
 #: Why a permanent refusal happened, in words an operator can act on.
 PERMANENT_ERRCODE_HINTS = {
     310000: "security settings refused the message (signature, keyword or IP allow-list): "
-    "check [dingding] secret and keyword",
-    300001: "the access_token in [dingding] bot_url is not valid",
-    400101: "the access_token in [dingding] bot_url is missing or not valid",
-    300005: "the access_token in [dingding] bot_url is not valid",
+    "check the robot's secret and keyword",
+    300001: "the robot's access_token is not valid",
+    400101: "the robot's access_token is missing or not valid",
+    300005: "the robot's access_token is not valid",
     460101: "the message is too long",
     40035: "the request was malformed",
 }
@@ -60,169 +61,72 @@ def sign(secret: str, timestamp_ms: int) -> str:
     return quote_plus(base64.b64encode(digest.digest()))
 
 
+def webhook_url(host: str, token: str) -> str:
+    """The webhook of a ``dingding`` Connection: ``{host}/robot/send?access_token={password}``."""
+    return f"{host.rstrip('/')}{SEND_PATH}?{urlencode({'access_token': token})}"
+
+
+def validate_token(token: str) -> str | None:
+    """Why ``token`` cannot be an access_token (never repeating it), or None."""
+    if "://" in token or "access_token=" in token:
+        return "must be the access_token alone, not the webhook URL"
+    if any(ch.isspace() for ch in token) or any(ch in token for ch in "&?#/"):
+        return "is not an access_token (it holds spaces or URL characters)"
+    return None
+
+
 def is_retryable_errcode(errcode: int) -> bool:
     return errcode in RETRYABLE_ERRCODES
 
 
-def is_retryable_http_status(status: int) -> bool:
-    return status >= 500 or status == 429
+class DingTalkRobot(ChannelRobot):
+    """One DingTalk custom robot (``[dingding]`` or a ``dingding`` Connection)."""
 
-
-def _network_cause(err: BaseException) -> str:
-    """What the system said about a failed request ("Connection refused"), or the exception's type.
-
-    Never the exception's own text: requests and urllib3 put the URL, and so the token, into it.
-    """
-    cause: BaseException | None = err
-    for _ in range(10):  # a cause chain is short; this also ends a cyclic one
-        if cause is None:
-            break
-        if isinstance(cause, OSError) and not isinstance(cause, requests.RequestException) and cause.strerror:
-            return cause.strerror
-        cause = cause.__cause__ or cause.__context__
-    return type(err).__name__
-
-
-_session: requests.Session | None = None
-_session_pid: int | None = None
-_session_lock = threading.Lock()
-
-
-def shared_session() -> requests.Session:
-    """One connection pool per process: keep-alive saves a TCP (and TLS) handshake per alert.
-
-    Per process, not per interpreter: Airflow forks (task runners, LocalExecutor workers), and a
-    child must never write into a socket its parent also uses.
-    """
-    global _session, _session_pid
-    with _session_lock:
-        if _session is None or _session_pid != os.getpid():
-            _session, _session_pid = requests.Session(), os.getpid()
-        return _session
-
-
-def encode_body(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-class DingTalkRobot:
-    """One robot webhook. Thread-safe; holds no connection state between alerts."""
-
-    def __init__(self, settings: DingTalkSettings, session: requests.Session | None = None) -> None:
-        self.settings = settings
-        self._session = session or shared_session()
-        self._template: MessageTemplate | None = None
-        self._template_failed = False
+    CHANNEL = "dingtalk"
+    DISPLAY_NAME = "DingTalk"
+    MAX_BODY_BYTES = MAX_BODY_BYTES
+    RATE_LIMIT_PER_MINUTE = RATE_LIMIT_PER_MINUTE
+    THROTTLED_PAUSE_S = THROTTLED_PAUSE_S
 
     def payload(self, message: RenderedMessage, msg_uuid: str | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "msgtype": "markdown",
             "markdown": {"title": message.title, "text": message.text},
-            "at": {"atMobiles": list(self.settings.at_mobiles), "isAtAll": self.settings.at_all},
+            "at": {"atMobiles": list(self.settings.mentions), "isAtAll": self.settings.at_all},
         }
         if msg_uuid:
             payload["msgUuid"] = msg_uuid
         return payload
 
-    @property
-    def key(self) -> str:
-        """Names the robot (and so its rate limit) without revealing it: a hash of its access_token."""
-        token = parse_qs(urlsplit(self.settings.bot_url).query).get("access_token", [""])[0]
-        return hashlib.sha256(f"dingtalk:{token}".encode()).hexdigest()[:32]
+    def credential(self) -> str:
+        return parse_qs(urlsplit(self.settings.url).query).get("access_token", [""])[0]
 
-    def fits(self, message: RenderedMessage) -> bool:
-        """Whether ``message`` makes a body within MAX_BODY_BYTES (a msgUuid has a fixed length)."""
-        return len(encode_body(self.payload(message, "0" * MSG_UUID_CHARS))) <= MAX_BODY_BYTES
-
-    @staticmethod
-    def msg_uuid_for(alert: Alert) -> str:
-        """One try of one task instance has one msgUuid: DingTalk drops a repeat of it."""
-        return hashlib.sha256(alert.dedup_key.encode("utf-8")).hexdigest()[:MSG_UUID_CHARS]
-
-    def body_for(self, alert: Alert) -> bytes:
-        """The JSON body for ``alert``: at most MAX_BODY_BYTES, carrying the keyword and the mentions."""
-        return encode_body(self.payload(self.render(alert), self.msg_uuid_for(alert)))
-
-    def render(self, alert: Alert) -> RenderedMessage:
-        """The alert as a message, in the operator's layout if one is set and works, else the built-in.
-
-        A broken ``[dingding] message_template`` never costs an alert: it is logged once per
-        process and the built-in layout is sent instead.
-        """
-        if self.settings.message_template and not self._template_failed:
-            try:
-                return self._render(alert, self._compiled_template())
-            except ConfigError as err:  # does not compile, or cannot render this alert
-                self._template_failed = True
-                report_once(log, "DingTalk alerts use the built-in layout", str(err))
-        return self._render(alert, None)
-
-    def _compiled_template(self) -> MessageTemplate:
-        if self._template is None:
-            self._template = MessageTemplate(self.settings.message_template or "")
-        return self._template
-
-    def _render(self, alert: Alert, template: MessageTemplate | None) -> RenderedMessage:
-        return render_markdown(
-            alert,
-            keyword=self.settings.keyword,
-            at_mobiles=self.settings.at_mobiles,
-            fits=self.fits,
-            template=template,
-        )
-
-    def _signed_url(self) -> str:
-        url = self.settings.bot_url
+    def request(self, body: bytes) -> tuple[str, bytes]:
+        url = self.settings.url
         if self.settings.secret:
             timestamp_ms = int(time.time() * 1000)  # fresh for every request: DingTalk allows 1 h skew
             url = f"{url}&timestamp={timestamp_ms}&sign={sign(self.settings.secret, timestamp_ms)}"
-        return url
+        return url, body
 
-    def post(self, body: bytes, *, connect_timeout_s: float, read_timeout_s: float) -> dict[str, Any]:
-        """Send once. Returns the robot's JSON answer on errcode 0, raises DeliveryError otherwise.
-
-        Messages never include the URL: it carries the access_token (and the signature).
-        """
-        try:
-            response = self._session.post(
-                self._signed_url(),
-                data=body,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=(connect_timeout_s, read_timeout_s),
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise DeliveryError("the robot did not answer in time", retryable=True) from None
-        except requests.RequestException as err:
-            raise DeliveryError(f"cannot reach the robot ({_network_cause(err)})", retryable=True) from None
-
-        if response.status_code != 200:
-            raise DeliveryError(
-                f"the robot answered HTTP {response.status_code}",
-                retryable=is_retryable_http_status(response.status_code),
-                http_status=response.status_code,
-            )
-        try:
-            answer = response.json()
-            errcode = int(answer["errcode"])
-        except (ValueError, KeyError, TypeError):
-            raise DeliveryError(
-                "the robot answered HTTP 200 without a JSON errcode", retryable=True, http_status=200
-            ) from None
+    def check_answer(self, response: requests.Response) -> dict[str, Any]:
+        """Success is HTTP 200 *and* ``errcode == 0``; DingTalk answers most errors with HTTP 200."""
+        answer, errcode = self.json_answer(response, "errcode")
+        if errcode == 0:
+            return answer
         errmsg = str(answer.get("errmsg", ""))
-        if errcode != 0:
-            retryable = is_retryable_errcode(errcode)
-            if errcode in THROTTLED_ERRCODES:
-                hint = f"throttled: more than {RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
-            elif retryable:
-                hint = "DingTalk is busy"
-            else:
-                hint = PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
-            raise DeliveryError(
-                f"the robot refused the message: errcode={errcode} errmsg={errmsg!r} ({hint})",
-                retryable=retryable,
-                errcode=errcode,
-                errmsg=errmsg,
-                http_status=200,
-            )
-        return answer
+        retryable = is_retryable_errcode(errcode)
+        throttled = errcode in THROTTLED_ERRCODES
+        if throttled:
+            hint = f"throttled: more than {RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
+        elif retryable:
+            hint = "DingTalk is busy"
+        else:
+            hint = PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
+        raise DeliveryError(
+            f"the robot refused the message: errcode={errcode} errmsg={errmsg!r} ({hint})",
+            retryable=retryable,
+            errcode=errcode,
+            errmsg=errmsg,
+            http_status=response.status_code,
+            throttled=throttled,
+        )

@@ -41,10 +41,15 @@ MAX_SHORT_TEXT_CHARS = 2000
 STATE_FOR_KIND = {AlertKind.FAILURE: "failed", AlertKind.RETRY: "up_for_retry"}
 
 _ID_FIELDS = ("dag_id", "task_id", "run_id")
-_SHORT_TEXT_FIELDS = ("logical_date", "hostname", "log_url", "exception_type", "occurred_at")
+_SHORT_TEXT_FIELDS = ("logical_date", "hostname", "log_url", "exception_type", "occurred_at", "owner")
 _LONG_TEXT_FIELDS = ("exception_message", "traceback")
 _INT_FIELDS = ("try_number", "max_tries", "map_index")
-_KNOWN_FIELDS = frozenset(("kind", *_ID_FIELDS, *_SHORT_TEXT_FIELDS, *_LONG_TEXT_FIELDS, *_INT_FIELDS))
+#: Lists of short strings: the DAG's tags, the task's ding_conn_id.
+_LIST_FIELDS = ("tags", "conn_ids")
+MAX_LIST_ITEMS = 100
+_KNOWN_FIELDS = frozenset(
+    ("kind", *_ID_FIELDS, *_SHORT_TEXT_FIELDS, *_LONG_TEXT_FIELDS, *_INT_FIELDS, *_LIST_FIELDS)
+)
 
 
 class Refused(Exception):
@@ -113,6 +118,14 @@ def parse_alert(body: bytes) -> Alert:
             continue
         if type(value) is not int or value < (-1 if name == "map_index" else 0):
             raise Refused(422, f"alert.{name} must be an integer")
+    for name in _LIST_FIELDS:
+        value = fields.get(name, [])
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_LIST_ITEMS
+            or not all(isinstance(item, str) and 0 < len(item) <= MAX_ID_CHARS for item in value)
+        ):
+            raise Refused(422, f"alert.{name} must be a list of at most {MAX_LIST_ITEMS} short strings")
     return Alert.from_dict({**fields, "kind": kind.value})
 
 

@@ -8,6 +8,7 @@ failure is reported.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -18,10 +19,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Callable
 
-from airflow_ext.channels.dingtalk import THROTTLED_ERRCODES, DingTalkRobot, encode_body
+from airflow_ext.channels.base import ChannelRobot, encode_body
 from airflow_ext.delivery import DeliverySchedule, RetryPolicy
-from airflow_ext.errors import DeliveryError
-from airflow_ext.outbox.store import BudgetView, OutboxAlert, OutboxStore, now_ms
+from airflow_ext.errors import ConfigError, DeliveryError
+from airflow_ext.outbox.store import ANY_REF, BudgetView, OutboxAlert, OutboxStore, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,39 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def schedule_for(robot: ChannelRobot, schedule: DeliverySchedule) -> DeliverySchedule:
+    """``schedule`` within the robot's channel: its rate limit (``[dingbot] rate_limit`` can only
+    lower it) and, unless the schedule says, how long it refuses everything after throttling us."""
+    return dataclasses.replace(
+        schedule,
+        rate_limit=min(schedule.rate_limit, robot.RATE_LIMIT_PER_MINUTE),
+        throttled_pause_s=(
+            robot.THROTTLED_PAUSE_S if schedule.throttled_pause_s is None else schedule.throttled_pause_s
+        ),
+    )
+
+
 class Deliverer:
+    """Delivers one robot's alerts (of one robot name, with ``robot_ref``; of any, without)."""
+
     def __init__(
         self,
         store: OutboxStore,
-        robot: DingTalkRobot,
+        robot: ChannelRobot,
         *,
         schedule: DeliverySchedule,
         policy: RetryPolicy,
         worker_id: str | None = None,
         stats=None,
         clock: Callable[[], float] = time.time,
+        robot_key: str | None = None,
+        robot_ref=ANY_REF,
     ) -> None:
-        self.store, self.robot, self.schedule, self.policy = store, robot, schedule, policy
-        self.robot_key = robot.key
+        self.store, self.robot, self.policy = store, robot, policy
+        self.schedule = schedule_for(robot, schedule)
+        self.robot_key = robot_key or robot.key
+        self.robot_ref = robot_ref
+        self._last_send_at = 0.0
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self._stats = stats
@@ -81,9 +101,10 @@ class Deliverer:
         return render_digests(
             alerts,
             keyword=self.robot.settings.keyword,
-            at_mobiles=self.robot.settings.at_mobiles,
+            at_mobiles=self.robot.mention_ids(),
             fits=self.robot.fits,
             max_messages=max_messages,
+            markup=self.robot.MARKUP,
         )
 
     def body_for(self, group: Sequence[OutboxAlert]) -> tuple[bytes, str]:
@@ -110,8 +131,10 @@ class Deliverer:
             rate_limit=self.schedule.rate_limit,
             window_s=self.schedule.window_s + self.schedule.window_margin_s,
             lease_s=self.schedule.lease_s,
+            robot_ref=self.robot_ref,
         )
         for index, (group, send_id) in enumerate(zip(result.groups, result.send_ids)):
+            self._keep_interval()
             try:
                 paused_until = self._send(group)
             finally:  # the robot counts the message from its arrival: so do we, from the answer
@@ -126,10 +149,19 @@ class Deliverer:
         wake = result.wake_in_s if result.wake_in_s is not None else self._pacing_wait_s
         return min(self.schedule.poll_interval_s, wake) if wake is not None else self.schedule.poll_interval_s
 
+    def _keep_interval(self) -> None:
+        """A channel with a per-second limit (Feishu, Slack) gets its messages that far apart."""
+        gap = self.robot.MIN_SEND_INTERVAL_S - (time.monotonic() - self._last_send_at)
+        if gap > 0:
+            time.sleep(gap)
+        self._last_send_at = time.monotonic()
+
     def run(self, stop: threading.Event) -> None:
         self.store.ensure_schema()
         log.info(
-            "Delivering DingTalk alerts from the outbox (worker %s, at most %d messages per %g s)",
+            "Delivering %s alerts for %s from the outbox (worker %s, at most %d messages per %g s)",
+            self.robot.DISPLAY_NAME,
+            self.robot.name,
             self.worker_id,
             self.schedule.rate_limit,
             self.schedule.window_s,
@@ -191,13 +223,14 @@ class Deliverer:
         self, group: Sequence[OutboxAlert], ids: list[int], what: str, err: DeliveryError
     ) -> int | None:
         now = now_ms()
-        if err.errcode in THROTTLED_ERRCODES:
-            until = now + int(self.schedule.throttled_pause_s * 1000)
+        if err.throttled:
+            pause_s = err.retry_after_s if err.retry_after_s is not None else self.schedule.throttled_pause_s
+            until = now + int(pause_s * 1000)
             self.store.pause_robot(self.robot_key, until, str(err))
             self.store.release(ids, self.worker_id, str(err), retry_at_ms=until)
             self.stats.incr("dingbot.outbox.throttled")
             log.error(
-                "The robot throttled %s; pausing it for %g s: %s", what, self.schedule.throttled_pause_s, err
+                "The robot %s throttled %s; pausing it for %g s: %s", self.robot.name, what, pause_s, err
             )
             return until
         if err.retryable:
@@ -217,3 +250,69 @@ class Deliverer:
             err,
         )
         return None
+
+
+class DeliveryService:
+    """``airflow-ext deliver``: one :class:`Deliverer` thread per robot name with alerts waiting.
+
+    Robots never share a thread: one that hangs or throttles holds up only its own alerts. The
+    robots are found in the outbox itself (every name an alert was queued for), so a Connection
+    named only by a task's ``ding_conn_id`` is delivered too.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        resolve: Callable[[str | None], ChannelRobot],
+        *,
+        schedule: DeliverySchedule,
+        policy: RetryPolicy,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store, self.resolve, self.schedule, self.policy = store, resolve, schedule, policy
+        self.worker_id = worker_id or default_worker_id()
+        self._threads: dict[tuple[str, str | None], threading.Thread] = {}
+        self._unusable: dict[tuple[str, str | None], float] = {}
+
+    def discover(self, stop: threading.Event) -> None:
+        """Start a deliverer for every robot name with waiting alerts that has none yet."""
+        for pair in self.store.pending_robots():
+            thread = self._threads.get(pair)
+            if thread is not None and thread.is_alive():
+                continue
+            robot_key, robot_ref = pair
+            try:
+                robot = self.resolve(robot_ref)
+            except ConfigError as err:  # the Connection is gone or broken: keep the alerts, say why
+                if time.monotonic() >= self._unusable.get(pair, 0.0):
+                    dead = self.store.mark_dead_pending(robot_key, robot_ref, f"cannot send: {err}")
+                    log.error("%d alerts for %s kept as dead letters: %s", dead, robot_ref, err)
+                    self._unusable[pair] = time.monotonic() + 60
+                continue
+            deliverer = Deliverer(
+                self.store,
+                robot,
+                schedule=self.schedule,
+                policy=self.policy,
+                worker_id=f"{self.worker_id}:{robot.name}"[:128],
+                robot_key=robot_key,
+                robot_ref=robot_ref,
+            )
+            thread = threading.Thread(
+                target=deliverer.run, args=(stop,), name=f"dingbot-deliver-{robot.name}", daemon=True
+            )
+            self._threads[pair] = thread
+            thread.start()
+
+    def run(self, stop: threading.Event) -> None:
+        self.store.ensure_schema()
+        log.info("Outbox delivery service %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                self.discover(stop)
+            except Exception:  # the database went away: keep looking
+                log.exception("Looking for robots with waiting alerts failed; trying again")
+            stop.wait(max(self.schedule.poll_interval_s, 1.0))
+        for thread in list(self._threads.values()):
+            thread.join(timeout=self.policy.deadline_s + 5)
+        log.info("Outbox delivery service %s stopped", self.worker_id)

@@ -23,13 +23,15 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 1: the first schema; 2: ``dingbot_outbox.robot_ref``, the robot's name (Connection id).
+SCHEMA_VERSION = 2
 _CREATE_ATTEMPTS = 5
 
 #: Integer primary keys autoincrement as BIGINT where the database has it, INTEGER on SQLite.
@@ -43,6 +45,8 @@ outbox = Table(
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("robot_key", String(64), nullable=False),
+    # The Connection id the deliverer sends with; NULL (rows of schema 1) and "[dingding]": that section.
+    Column("robot_ref", String(250)),
     # sha256 of Alert.dedup_key: bounded length for a unique index on every database
     Column("dedup_hash", String(64), nullable=False),
     Column("dag_id", String(250), nullable=False),
@@ -99,8 +103,23 @@ def schema_is_current(engine: Engine) -> bool:
     return version == str(SCHEMA_VERSION)
 
 
+def _upgrade(engine: Engine) -> None:
+    """Bring tables of an older schema up to SCHEMA_VERSION (idempotent: a concurrent upgrade is fine)."""
+    columns = {column["name"] for column in inspect(engine).get_columns(outbox.name)}
+    if "robot_ref" not in columns:
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {outbox.name} ADD COLUMN robot_ref VARCHAR(250)"))
+        except DBAPIError:
+            columns = {column["name"] for column in inspect(engine).get_columns(outbox.name)}
+            if "robot_ref" not in columns:  # not a concurrent upgrade that won: a real failure
+                raise
+    with engine.begin() as conn:
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables and record the version; a no-op when the schema is current.
+    """Create missing tables, upgrade older ones and record the version; a no-op when current.
 
     Another process creating the same table at the same moment makes ``create_all`` fail with
     "already exists"; each new try skips what exists by then, so a few tries always settle it.
@@ -122,3 +141,6 @@ def ensure_schema(engine: Engine) -> None:
                 conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
     except IntegrityError:  # recorded by a concurrent ensure_schema
         log.debug("outbox schema version recorded concurrently")
+        current = None
+    if current is not None and current != str(SCHEMA_VERSION):
+        _upgrade(engine)

@@ -26,6 +26,15 @@ from airflow_ext.render import utf8_head, utf8_tail
 
 PENDING, CLAIMED, SENT, DEAD = "pending", "claimed", "sent", "dead"
 
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY_REF"
+
+
+#: ``claim(robot_ref=ANY_REF)``: rows of every name of the robot.
+ANY_REF = _Any()
+
 #: Detail kept per alert in the outbox; a message shows far less (20000 bytes for everything).
 MAX_STORED_MESSAGE_BYTES = 4_000
 MAX_STORED_TRACEBACK_BYTES = 8_000
@@ -94,6 +103,8 @@ class RobotStatus:
     paused_until_ms: int
     pause_reason: str | None
     sent_last_minute: int
+    #: The names (Connection ids) alerts were queued under for this robot.
+    names: tuple[str, ...] = ()
 
 
 class OutboxStore:
@@ -123,12 +134,16 @@ class OutboxStore:
             return table.insert().prefix_with("IGNORE")
         raise NotImplementedError(f"the outbox does not support the {self.dialect} database")
 
-    def enqueue(self, alert: Alert, robot_key: str, *, at_ms: int | None = None) -> bool:
-        """Record ``alert`` for ``robot_key``; False if this try of this task was recorded before."""
+    def enqueue(
+        self, alert: Alert, robot_key: str, *, robot_ref: str | None = None, at_ms: int | None = None
+    ) -> bool:
+        """Record ``alert`` for ``robot_key`` (named ``robot_ref``: its Connection id, or None for the
+        ``[dingding]`` section); False if this try of this task was recorded for this robot before."""
         at_ms = now_ms() if at_ms is None else at_ms
         stored = _bounded(alert)
         statement = self._insert_ignoring_duplicates(outbox, ["robot_key", "dedup_hash"]).values(
             robot_key=robot_key,
+            robot_ref=robot_ref,
             dedup_hash=dedup_hash(alert),
             dag_id=alert.dag_id[:250],
             alert=json.dumps(stored.to_dict(), ensure_ascii=False),
@@ -175,8 +190,12 @@ class OutboxStore:
         window_s: float,
         lease_s: float,
         at_ms: int | None = None,
+        robot_ref: str | None | _Any = ANY_REF,
     ) -> ClaimResult:
         """Take the robot's lock, let ``planner`` spend its budget, reserve the sends, claim the rows.
+
+        With ``robot_ref`` only the rows queued under that name are claimed (each name is sent with
+        its own Connection's settings); the budget is the robot's, whatever the names.
 
         Each reserved send counts from now until :meth:`send_finished` moves it to when the robot
         had answered: the robot counts arrivals, which come later than this reservation.
@@ -200,6 +219,7 @@ class OutboxStore:
                 select(outbox.c.id, outbox.c.alert, outbox.c.attempts, outbox.c.created_at_ms)
                 .where(
                     outbox.c.robot_key == robot_key,
+                    *_ref_condition(robot_ref),
                     or_(
                         and_(outbox.c.status == PENDING, outbox.c.next_attempt_at_ms <= at_ms),
                         and_(outbox.c.status == CLAIMED, outbox.c.claim_expires_ms < at_ms),
@@ -322,6 +342,13 @@ class OutboxStore:
                     outbox.c.robot_key, outbox.c.status, func.count(), func.min(outbox.c.created_at_ms)
                 ).group_by(outbox.c.robot_key, outbox.c.status)
             ).all()
+            refs: dict[str, set[str]] = {}
+            for key, ref in conn.execute(
+                select(outbox.c.robot_key, outbox.c.robot_ref).group_by(
+                    outbox.c.robot_key, outbox.c.robot_ref
+                )
+            ).all():
+                refs.setdefault(key, set()).add(ref or "[dingding]")
             robot_rows = {r.robot_key: r for r in conn.execute(select(robots)).all()}
             recent = dict(
                 conn.execute(
@@ -349,9 +376,31 @@ class OutboxStore:
                     paused_until_ms=robot.paused_until_ms if robot else 0,
                     pause_reason=robot.pause_reason if robot else None,
                     sent_last_minute=int(recent.get(key, 0)),
+                    names=tuple(sorted(refs.get(key, ()))),
                 )
             )
         return result
+
+    def pending_robots(self) -> list[tuple[str, str | None]]:
+        """The ``(robot_key, robot_ref)`` pairs that have alerts waiting to be sent."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox.c.robot_key, outbox.c.robot_ref)
+                .where(outbox.c.status.in_((PENDING, CLAIMED)))
+                .group_by(outbox.c.robot_key, outbox.c.robot_ref)
+            ).all()
+        return [(row[0], row[1]) for row in rows]
+
+    def mark_dead_pending(self, robot_key: str, robot_ref: str | None, reason: str) -> int:
+        """Every waiting row of one robot name becomes a dead letter (its Connection is unusable)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.robot_key == robot_key, *_ref_condition(robot_ref), outbox.c.status == PENDING
+                )
+                .values(status=DEAD, last_error=reason[:1000])
+            ).rowcount
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:
@@ -394,6 +443,14 @@ class OutboxStore:
         """Every outbox row (for tests and `outbox status --verbose`)."""
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(outbox).order_by(outbox.c.id)).all()]
+
+
+def _ref_condition(robot_ref) -> list:
+    if robot_ref is ANY_REF:
+        return []
+    if robot_ref is None:
+        return [outbox.c.robot_ref.is_(None)]
+    return [outbox.c.robot_ref == robot_ref]
 
 
 def _chunks(items: list, size: int):

@@ -78,7 +78,7 @@ def test_each_request_gets_a_fresh_signature(robot, monkeypatch):
     clock = iter([1_700_000_000.0, 1_700_000_001.0])
     monkeypatch.setattr("airflow_ext.channels.dingtalk.time.time", lambda: next(clock))
 
-    first, second = channel._signed_url(), channel._signed_url()
+    (first, _), (second, _) = channel.request(b"{}"), channel.request(b"{}")
 
     assert first.split("&sign=")[1] != second.split("&sign=")[1]
 

@@ -673,22 +673,35 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from airflow_ext.fakes import FAKES, fake_class
+
     parser = argparse.ArgumentParser(
         prog="python -m airflow_ext.fake_robot",
-        description="Run a local DingTalk-compatible custom robot that prints what the group would see.",
+        description="Run a local DingTalk-compatible custom robot (or, with --channel, a WeCom, Feishu "
+        "or Slack one) that prints what the group would see.",
+    )
+    parser.add_argument(
+        "--channel",
+        choices=sorted(FAKES),
+        default="dingtalk",
+        help="which robot to be (default: %(default)s)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=8765, help="port to bind; 0 = any free port (default: %(default)s)"
     )
-    parser.add_argument("--token", default="demo-token", help="access_token the robot accepts")
+    parser.add_argument(
+        "--token",
+        default="demo-token",
+        help="access_token (WeCom: key; Feishu, Slack: hook token) it accepts",
+    )
     parser.add_argument("--secret", default=None, help="enable signature security with this secret")
     parser.add_argument("--keyword", default=None, help="enable keyword security with this keyword")
     parser.add_argument(
         "--rate-limit",
         type=int,
-        default=RATE_LIMIT_PER_WINDOW,
-        help="accepted messages per window (default: %(default)s)",
+        default=None,
+        help=f"accepted messages per window (default: the channel's; DingTalk {RATE_LIMIT_PER_WINDOW})",
     )
     parser.add_argument(
         "--window-s", type=float, default=WINDOW_S, help="rate-limit window in seconds (default: %(default)s)"
@@ -696,8 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--block-s",
         type=float,
-        default=BLOCK_S,
-        help="seconds to refuse everything once the limit is exceeded (default: %(default)s)",
+        default=None,
+        help="seconds to refuse everything once the limit is exceeded (default: the channel's; "
+        f"DingTalk {BLOCK_S:g})",
     )
     parser.add_argument(
         "--messages-file",
@@ -735,19 +749,25 @@ def main(argv: list[str] | None = None) -> int:
         with file_lock:
             print(text, flush=True)
 
-    robot = FakeRobot(
+    robot_class = fake_class(args.channel)
+    limits = {
+        key: value
+        for key, value in (("rate_limit", args.rate_limit), ("block_s", args.block_s))
+        if value is not None
+    }
+    robot = robot_class(
         args.token,
         args.secret,
         args.keyword,
         host=args.host,
         port=args.port,
-        rate_limit=args.rate_limit,
         window_s=args.window_s,
-        block_s=args.block_s,
         echo=None if args.quiet else echo,
         on_message=on_message,
         dedup_msg_uuid=not args.keep_repeated_msguuid,
+        **limits,
     )
+    name = f"fake {robot_class.CHANNEL_NAME} robot"
 
     stop = threading.Event()
 
@@ -760,16 +780,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         robot.start()
     except OSError as exc:
-        print(
-            f"fake DingTalk robot: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        print(f"{name}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
         if args.port_file:
             _write_atomically(args.port_file, f"{robot.port}\n")
         print(
-            f"fake DingTalk robot listening on {robot.base_url} "
+            f"{name} listening on {robot.base_url} "
             f"(signature: {'on' if args.secret else 'off'}, keyword: {'on' if args.keyword else 'off'})",
             flush=True,
         )
@@ -777,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     finally:
         robot.stop()
-    print("fake DingTalk robot stopped", flush=True)
+    print(f"{name} stopped", flush=True)
     return 0
 
 

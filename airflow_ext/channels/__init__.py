@@ -7,7 +7,7 @@ ROBOT_CLASSES = {
     "dingtalk": "DingTalkRobot",
     "wecom": "WeComRobot",
     "feishu": "FeishuRobot",
-    "slack": "SlackWebhook",
+    "slack": "SlackRobot",
 }
 
 

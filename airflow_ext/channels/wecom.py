@@ -92,7 +92,13 @@ BACKTICK_LOOKALIKE = "\u02cb"
 _JOIN_AFTER = re.compile(r"([<\]*~@\\])")
 #: ... between the underscores of a run at a word's edge: ``__bold__``, ``___`` rules. Inside a
 #: word (``scheduled__2026``) a run is no emphasis and stays as it is: ids are copied from alerts.
-_UNDERSCORE_RUN = re.compile(r"(?<![^\W_])__+|__+(?![^\W_])")
+_UNDERSCORE_RUN = re.compile(r"(?<!_)_{2,}(?!_)")  # whole runs: one inside a word is left whole
+
+
+def _break_run_at_an_edge(run: re.Match) -> str:
+    text, (start, end) = run.string, run.span()
+    inside_a_word = start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
+    return run.group() if inside_a_word else WORD_JOINER.join(run.group())
 #: ... before ``#`` (headings) and ``>`` (quotes), wherever they are: our own quote precedes lines.
 _JOIN_BEFORE = re.compile(r"([#>])")
 #: ... before list and setext markers at a line's start (after a newline or a carriage return).
@@ -104,7 +110,7 @@ def escape_wecom_markdown(text: str) -> str:
     """Text from a task shown as written in WeCom markdown: no mention, link, tag or formatting."""
     text = clean_text(text).replace("`", BACKTICK_LOOKALIKE)
     text = _JOIN_AFTER.sub(r"\1" + WORD_JOINER, text)
-    text = _UNDERSCORE_RUN.sub(lambda run: WORD_JOINER.join(run.group()), text)
+    text = _UNDERSCORE_RUN.sub(_break_run_at_an_edge, text)
     text = _JOIN_BEFORE.sub(WORD_JOINER + r"\1", text)
     return _LINE_START_MARK.sub(r"\1" + WORD_JOINER, text)
 

@@ -1,0 +1,85 @@
+"""Three teams, four groups: each failure reaches the group its task, its DAG's tag, its owner or
+the default chose, once, on every channel; `airflow-ext route` explains each choice.
+
+The real patched Airflow runs the DAGs of dags/dingbot_teams.py (`airflow dags test`). The robots
+are Airflow Connections: three from the environment (``AIRFLOW_CONN_<ID>`` JSON, as a secrets
+backend hands them over) and one from the metadata database (`airflow connections add`). A
+``[dingding]`` robot is configured too and must get nothing: every alert here is routed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BIN, assert_no_secret, run
+from tests.e2e.teams import EXPECTED, SECRETS, add_database_connection, connection_env, tasks_seen
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def team_env(airflow_base_env, groups):
+    env = dict(airflow_base_env)
+    env.update(connection_env(groups))
+    add_database_connection(env, groups)
+    return env
+
+
+def test_each_team_alerts_its_own_group_once(team_env, groups):
+    outputs = []
+    for dag_id in ("teampay", "mltrain", "teamops"):
+        result = run([str(BIN / "airflow"), "dags", "test", dag_id], team_env)
+        outputs += [result.stdout, result.stderr]
+
+    seen = {name: tasks_seen(robot) for name, robot in groups.items()}
+    assert {name: sorted(tasks) for name, tasks in seen.items()} == {
+        name: sorted(tasks) for name, tasks in EXPECTED.items()
+    }, outputs[-1][-3000:]
+    assert groups["payments_dingtalk"].messages[0]["signed"]
+    assert all(message["signed"] for message in groups["platform_feishu"].messages)
+    for text in outputs:
+        for secret in SECRETS:
+            assert secret not in text
+    assert_no_secret(*outputs)
+
+
+def test_route_explains_every_choice_without_a_secret(team_env, groups):
+    result = run([str(BIN / "airflow-ext"), "route", "teamops"], team_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+
+    assert "teamops.opssweep (owner 'alice'; tags ops)" in out
+    assert "chosen by [dingbot] routes rule 3 (owner 'alice')" in out
+    assert "alice_slack: Slack at http://127.0.0.1:" in out
+    assert "chosen by [dingbot] default_conn_id\n  -> platform_feishu: Feishu at http://127.0.0.1:" in out
+    assert out.count("chosen by the task's ding_conn_id") == 2
+    assert "-> ml_wecom: WeCom at http://127.0.0.1:" in out  # read from the metadata database
+    assert "payments_dingtalk: DingTalk at http://127.0.0.1:" in out and "signed, keyword 'Airflow'" in out
+    for secret in SECRETS:
+        assert secret not in out + result.stderr
+
+    single = run([str(BIN / "airflow-ext"), "route", "teampay", "payorders"], team_env)
+    assert single.returncode == 0, single.stderr
+    assert "chosen by [dingbot] routes rule 1 (tag 'team-payments')" in single.stdout
+    assert single.stdout.count("\n  -> ") == 1
+
+
+def test_route_names_an_unknown_dag_or_task(team_env):
+    unknown = run([str(BIN / "airflow-ext"), "route", "nosuchdag"], team_env)
+    assert unknown.returncode == 1 and "no DAG 'nosuchdag' in the DAGs folder" in unknown.stderr
+
+    no_task = run([str(BIN / "airflow-ext"), "route", "teampay", "nosuchtask"], team_env)
+    assert no_task.returncode == 1 and "DAG 'teampay' has no task 'nosuchtask'" in no_task.stderr
+
+
+def test_check_and_send_test_reach_a_connection(team_env, groups):
+    check = run([str(BIN / "airflow-ext"), "check"], team_env)
+    assert check.returncode == 0, check.stderr
+    assert "robots payments_dingtalk, ml_wecom, alice_slack, platform_feishu" in check.stdout
+
+    sent = run([str(BIN / "airflow-ext"), "send-test", "--conn-id", "ml_wecom"], team_env)
+    assert sent.returncode == 0, sent.stderr
+    assert "sent to ml_wecom (WeCom)" in sent.stdout
+    assert len(groups["ml_wecom"].messages) == 1
+    for secret in SECRETS:
+        assert secret not in check.stdout + check.stderr + sent.stdout + sent.stderr

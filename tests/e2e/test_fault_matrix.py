@@ -151,10 +151,10 @@ class ArrivalRobot(FakeRobot):
         super().__init__(access_token=ROBOT_TOKEN, secret=ROBOT_SECRET, keyword=ROBOT_KEYWORD)
         self.arrivals: list[float] = []
 
-    def _handle_send(self, handler, query, body, received_at):
+    def _handle_send(self, handler, path, query, body, received_at):
         with self._lock:
             self.arrivals.append(received_at)
-        super()._handle_send(handler, query, body, received_at)
+        super()._handle_send(handler, path, query, body, received_at)
 
 
 @dataclass

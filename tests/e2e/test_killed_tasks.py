@@ -94,12 +94,12 @@ class UuidRobot(FakeRobot):
         super().__init__(*args, **kwargs)
         self._uuid_at: dict[float, str | None] = {}
 
-    def _handle_send(self, handler, query, body, received_at):
+    def _handle_send(self, handler, path, query, body, received_at):
         try:
             self._uuid_at[received_at] = json.loads(body).get("msgUuid")
         except (ValueError, AttributeError):
             self._uuid_at[received_at] = None
-        super()._handle_send(handler, query, body, received_at)
+        super()._handle_send(handler, path, query, body, received_at)
 
     @property
     def requests(self):

@@ -30,8 +30,6 @@ with DAG(
     catchup=False,
     default_args={"retries": 0, "ding_on_failure": True},
 ):
-    PythonOperator(
-        task_id="raises", python_callable=fail, default_args={**RETRY_ONCE, "ding_on_retry": True}
-    )
+    PythonOperator(task_id="raises", python_callable=fail, default_args={**RETRY_ONCE, "ding_on_retry": True})
     PythonOperator(task_id="oom_killed", python_callable=oom)
     PythonOperator(task_id="succeeds", python_callable=succeed)

@@ -25,9 +25,9 @@ def explain(dag_id: str, task_id: str | None = None) -> str:
         if broken:
             hint = f" ({', '.join(broken)} failed to import)"
         raise ConfigError(f"no DAG {dag_id!r} in the DAGs folder{hint}")
-    tasks = [dag.get_task(task_id)] if task_id else list(dag.tasks)
-    if task_id and tasks[0] is None:
+    if task_id and task_id not in dag.task_dict:
         raise ConfigError(f"DAG {dag_id!r} has no task {task_id!r}")
+    tasks = [dag.task_dict[task_id]] if task_id else list(dag.tasks)
     rules = routing.parse_routes(config.read_routes_text())
     default_conn_ids = config.read_default_conn_ids()
     return "\n".join(_explain_task(dag_id, task, rules, default_conn_ids) for task in tasks)

@@ -227,6 +227,8 @@ def load_dag(dag_id: str):
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
 
+    if settings.DAGS_FOLDER not in sys.path:  # as the DAG processor has it: DAG files import their helpers
+        sys.path.append(settings.DAGS_FOLDER)
     bag = DagBag(dag_folder=settings.DAGS_FOLDER)
     return bag.dags.get(dag_id), bag.import_errors
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_ext.config import DINGDING_ROBOT
 from airflow_ext.errors import ConfigError
+from airflow_ext.problems import report_once
+
+log = logging.getLogger(__name__)
 
 #: The keys a rule matches on; every key a rule has must match.
 MATCH_KEYS = ("dag_id", "tag", "owner")
@@ -144,14 +148,28 @@ def choose(
 
 
 def choose_for_alert(alert: Any, conf: Any = None) -> Choice:
-    """Where ``alert`` goes, by the configuration in this process."""
+    """Where ``alert`` goes, by the configuration in this process.
+
+    Malformed ``routes`` (or ``default_conn_id``) cost the rules, never the alert: they are logged
+    once per process and the alert goes where the rest of the configuration sends it.
+    """
     from airflow_ext import config
 
+    try:
+        rules = parse_routes(config.read_routes_text(conf))
+    except ConfigError as err:
+        report_once(log, "[dingbot] routes are ignored", str(err))
+        rules = []
+    try:
+        default_conn_ids = config.read_default_conn_ids(conf)
+    except ConfigError as err:
+        report_once(log, "[dingbot] default_conn_id is ignored", str(err))
+        default_conn_ids = ()
     return choose(
         dag_id=alert.dag_id,
         tags=alert.tags,
         owner=alert.owner,
         task_conn_ids=alert.conn_ids,
-        rules=parse_routes(config.read_routes_text(conf)),
-        default_conn_ids=config.read_default_conn_ids(conf),
+        rules=rules,
+        default_conn_ids=default_conn_ids,
     )

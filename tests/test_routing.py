@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import airflow.configuration  # noqa: F401 - Airflow sets up logging on import: before caplog attaches
 import pytest
 
 from airflow_ext import routing
@@ -112,3 +113,21 @@ def test_conn_ids_of(value, expected):
 
 def test_empty_routes_are_no_rules():
     assert routing.parse_routes("") == [] and routing.parse_routes("  ") == []
+
+
+def test_malformed_routes_cost_the_rules_not_the_alert(monkeypatch, caplog):
+    import logging
+
+    from airflow_ext import problems
+    from tests.test_render import make_alert
+
+    problems.forget()
+    caplog.set_level(logging.DEBUG, logger="airflow_ext")
+    monkeypatch.setenv("AIRFLOW__DINGBOT__ROUTES", '[{"tag": "x"}]')
+    monkeypatch.setenv("AIRFLOW__DINGBOT__DEFAULT_CONN_ID", "platform")
+
+    choice = routing.choose_for_alert(make_alert(tags=("x",)))
+
+    assert choice.robots == ("platform",)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors[0].startswith("[dingbot] routes are ignored: [dingbot] routes rule 1 has no conn_id"), errors

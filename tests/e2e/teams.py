@@ -36,7 +36,7 @@ EXPECTED = {
     "alice_slack": {"opssweep"},
     "legacy": set(),
 }
-TASKS = {"payorders", "mlfit", "opssweep", "opsvacuum", "opsrotate", "opsfanout"}
+TASKS = {"payorders", "mlfit", "opssweep", "opsvacuum", "opsrotate", "opsfanout", "quietfail"}
 
 
 @contextlib.contextmanager

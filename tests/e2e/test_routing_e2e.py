@@ -43,6 +43,16 @@ def test_each_team_alerts_its_own_group_once(team_env, groups):
     assert_no_secret(*outputs)
 
 
+@pytest.mark.parametrize("default_on, alerted", [("False", []), ("True", ["quietfail"])])
+def test_default_ding_on_failure_opts_in_a_dag_without_flags(team_env, groups, default_on, alerted):
+    env = {**team_env, "AIRFLOW__DINGBOT__DEFAULT_DING_ON_FAILURE": default_on}
+
+    result = run([str(BIN / "airflow"), "dags", "test", "teamquiet"], env)
+
+    assert tasks_seen(groups["platform_feishu"]) == alerted, result.stdout[-3000:]
+    assert not any(tasks_seen(robot) for name, robot in groups.items() if name != "platform_feishu")
+
+
 def test_route_explains_every_choice_without_a_secret(team_env, groups):
     result = run([str(BIN / "airflow-ext"), "route", "teamops"], team_env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -25,3 +25,7 @@ with DAG("teamops", schedule=None, start_date=START, tags=["ops"], default_args=
     PythonOperator(task_id="opsvacuum", python_callable=fail)
     PythonOperator(task_id="opsrotate", python_callable=fail, ding_conn_id="payments_dingtalk")
     PythonOperator(task_id="opsfanout", python_callable=fail, ding_conn_id=["ml_wecom", "platform_feishu"])
+
+# No ding flag anywhere: it alerts only where [dingbot] default_ding_on_failure is on.
+with DAG("teamquiet", schedule=None, start_date=START, default_args={"retries": 0}):
+    PythonOperator(task_id="quietfail", python_callable=fail)

@@ -331,37 +331,48 @@ class FakeRobot:
     OK = (ERR_OK, MSG_OK)
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "DingTalk"
+    #: The channel's defaults: the token a test robot takes, its limits, and which of the base
+    #: class's features the channel has (a channel without them ignores the arguments).
+    DEFAULT_TOKEN = "test-token"
+    RATE_LIMIT = RATE_LIMIT_PER_WINDOW
+    WINDOW = WINDOW_S
+    BLOCK = BLOCK_S
+    HAS_SIGNATURE = True
+    HAS_KEYWORD = True
+    HAS_MSG_UUID = True
 
     def __init__(
         self,
-        access_token: str = "test-token",
+        access_token: str | None = None,
         secret: str | None = None,
         keyword: str | None = None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        rate_limit: int = RATE_LIMIT_PER_WINDOW,
-        window_s: float = WINDOW_S,
-        block_s: float = BLOCK_S,
+        rate_limit: int | None = None,
+        window_s: float | None = None,
+        block_s: float | None = None,
         echo: Callable[[str], None] | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
         dedup_msg_uuid: bool = True,
     ) -> None:
-        """``dedup_msg_uuid=False`` stores a repeated ``msgUuid`` like any message: tests that prove
+        """Limits left out are the channel's (``RATE_LIMIT`` per ``WINDOW`` s, then a ``BLOCK`` s block).
+        ``dedup_msg_uuid=False`` stores a repeated ``msgUuid`` like any message: tests that prove
         exactly-once delivery use it, so that they count what the sender sent, not what the robot kept."""
+        rate_limit = self.RATE_LIMIT if rate_limit is None else rate_limit
         if rate_limit < 1:
             raise ValueError("rate_limit must be >= 1")
-        self._token = access_token
-        self._secret = secret or None
-        self._keyword = keyword or None
+        self._token = self.DEFAULT_TOKEN if access_token is None else access_token
+        self._secret = (secret or None) if self.HAS_SIGNATURE else None
+        self._keyword = (keyword or None) if self.HAS_KEYWORD else None
         self._host = host
         self._requested_port = port
         self._rate_limit = int(rate_limit)
-        self._window_s = float(window_s)
-        self._block_s = float(block_s)
+        self._window_s = float(self.WINDOW if window_s is None else window_s)
+        self._block_s = float(self.BLOCK if block_s is None else block_s)
         self._echo = echo
         self._on_message = on_message
-        self._dedup_msg_uuid = dedup_msg_uuid
+        self._dedup_msg_uuid = dedup_msg_uuid and self.HAS_MSG_UUID
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)

@@ -217,6 +217,34 @@ class ChannelRobot:
             )
         return response.json(), code
 
+    def refusal(
+        self,
+        response: requests.Response,
+        code: int,
+        message: str,
+        hint: str,
+        *,
+        retryable: bool,
+        throttled: bool = False,
+        code_field: str = "errcode",
+        message_field: str = "errmsg",
+    ) -> DeliveryError:
+        """The DeliveryError of a channel's own refusal, in one wording for every channel."""
+        return DeliveryError(
+            f"the robot refused the message: {code_field}={code} {message_field}={message!r} ({hint})",
+            retryable=retryable,
+            errcode=code,
+            errmsg=message,
+            http_status=response.status_code,
+            throttled=throttled,
+        )
+
+    def connection_name(self) -> str:
+        """How hints name the robot: its Connection, or the ``[dingding]`` section."""
+        if self.settings.name.startswith("["):
+            return self.settings.name
+        return f"Connection {self.settings.name!r}"
+
     @staticmethod
     def _code_in(response: requests.Response, code_field: str) -> int | None:
         try:

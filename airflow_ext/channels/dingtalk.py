@@ -23,7 +23,6 @@ from airflow_ext.channels.base import (  # noqa: F401 - shared_session and encod
     is_retryable_http_status,
     shared_session,
 )
-from airflow_ext.errors import DeliveryError
 from airflow_ext.render import RenderedMessage
 
 #: DingTalk refuses request bodies larger than this (bytes of the UTF-8 JSON body, not characters).
@@ -122,11 +121,4 @@ class DingTalkRobot(ChannelRobot):
             hint = "DingTalk is busy"
         else:
             hint = PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
-        raise DeliveryError(
-            f"the robot refused the message: errcode={errcode} errmsg={errmsg!r} ({hint})",
-            retryable=retryable,
-            errcode=errcode,
-            errmsg=errmsg,
-            http_status=response.status_code,
-            throttled=throttled,
-        )
+        raise self.refusal(response, errcode, errmsg, hint, retryable=retryable, throttled=throttled)

@@ -285,16 +285,15 @@ class FeishuRobot(ChannelRobot):
         elif code == 0:  # code 0 with an error status is not Feishu's success
             hint, retryable = f"code 0 with HTTP {status}", is_retryable_http_status(status)
         else:
-            hint = PERMANENT_CODE_HINTS.get(code, UNKNOWN_CODE_HINT).format(name=self._robot_name())
+            hint = PERMANENT_CODE_HINTS.get(code, UNKNOWN_CODE_HINT).format(name=self.connection_name())
             retryable = code in RETRYABLE_CODES
-        raise DeliveryError(
-            f"the robot refused the message: code={code} msg={msg!r} ({hint})",
+        raise self.refusal(
+            response,
+            code,
+            msg,
+            hint,
             retryable=retryable,
-            errcode=code,
-            errmsg=msg,
-            http_status=status,
             throttled=throttled,
+            code_field="code",
+            message_field="msg",
         )
-
-    def _robot_name(self) -> str:
-        return f"Connection {self.settings.name!r}"

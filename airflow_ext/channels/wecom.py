@@ -46,7 +46,6 @@ import requests
 from airflow_ext.alert import clean_text
 from airflow_ext.channels.base import ChannelRobot, encode_body
 from airflow_ext.config import RobotSettings
-from airflow_ext.errors import DeliveryError
 from airflow_ext.render import Markup, RenderedMessage, link_target
 
 #: The WeCom API host, when a Connection leaves its host empty.
@@ -99,6 +98,8 @@ def _break_run_at_an_edge(run: re.Match) -> str:
     text, (start, end) = run.string, run.span()
     inside_a_word = start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
     return run.group() if inside_a_word else WORD_JOINER.join(run.group())
+
+
 #: ... before ``#`` (headings) and ``>`` (quotes), wherever they are: our own quote precedes lines.
 _JOIN_BEFORE = re.compile(r"([#>])")
 #: ... before list and setext markers at a line's start (after a newline or a carriage return).
@@ -229,15 +230,7 @@ class WeComRobot(ChannelRobot):
         elif retryable:
             hint = "WeCom is busy"
         else:
-            hint = PERMANENT_ERRCODE_HINTS.get(errcode, UNKNOWN_ERRCODE_HINT).format(name=self._robot_name())
-        raise DeliveryError(
-            f"the robot refused the message: errcode={errcode} errmsg={errmsg!r} ({hint})",
-            retryable=retryable,
-            errcode=errcode,
-            errmsg=errmsg,
-            http_status=response.status_code,
-            throttled=throttled,
-        )
-
-    def _robot_name(self) -> str:
-        return f"Connection {self.settings.name!r}"
+            hint = PERMANENT_ERRCODE_HINTS.get(errcode, UNKNOWN_ERRCODE_HINT).format(
+                name=self.connection_name()
+            )
+        raise self.refusal(response, errcode, errmsg, hint, retryable=retryable, throttled=throttled)

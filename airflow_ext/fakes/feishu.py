@@ -366,38 +366,17 @@ class FakeFeishuRobot(FakeRobot):
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "Feishu"
 
-    def __init__(
-        self,
-        access_token: str = "test-hook-token",
-        secret: str | None = None,
-        keyword: str | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        rate_limit: int = RATE_LIMIT_PER_WINDOW,
-        window_s: float = WINDOW_S,
-        block_s: float = BLOCK_S,
-        per_second: int = RATE_LIMIT_PER_SECOND,
-        echo: Callable[[str], None] | None = None,
-        on_message: Callable[[dict[str, Any]], None] | None = None,
-        dedup_msg_uuid: bool = True,
-    ) -> None:
-        """``per_second`` is the per-second limit (0: none); ``dedup_msg_uuid`` has no effect."""
+    DEFAULT_TOKEN = "test-hook-token"
+    RATE_LIMIT = RATE_LIMIT_PER_WINDOW
+    WINDOW = WINDOW_S
+    BLOCK = BLOCK_S
+    HAS_MSG_UUID = False  # a Feishu custom bot has no idempotency key
+
+    def __init__(self, *args: Any, per_second: int = RATE_LIMIT_PER_SECOND, **kwargs: Any) -> None:
+        """``per_second`` is the per-second limit (0: none); the rest as :class:`FakeRobot` takes it."""
         if per_second < 0:
             raise ValueError("per_second must be >= 0")
-        super().__init__(
-            access_token,
-            secret,
-            keyword,
-            host=host,
-            port=port,
-            rate_limit=rate_limit,
-            window_s=window_s,
-            block_s=block_s,
-            echo=echo,
-            on_message=on_message,
-            dedup_msg_uuid=False,
-        )
+        super().__init__(*args, **kwargs)
         self._per_second = int(per_second)
         self._second_lock = threading.Lock()  # taken before the base lock, never inside it
         self._last_second: collections.deque[float] = collections.deque()

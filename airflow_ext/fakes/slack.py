@@ -47,7 +47,7 @@ import re
 import threading
 import time
 import unicodedata
-from typing import Any, Callable
+from typing import Any
 
 from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
 
@@ -380,44 +380,29 @@ class FakeSlackWebhook(FakeRobot):
     TOO_FAST = TOO_FAST
     CHANNEL_NAME = "Slack"
 
+    DEFAULT_TOKEN = "T0FAKE000/B0FAKE000/fakewebhooksecret000000"
+    RATE_LIMIT = RATE_LIMIT_PER_WINDOW
+    WINDOW = WINDOW_S
+    BLOCK = 0.0
+    #: Slack's webhooks have no signing, keyword or idempotency key: those arguments do nothing.
+    HAS_SIGNATURE = HAS_KEYWORD = HAS_MSG_UUID = False
+
     def __init__(
         self,
-        access_token: str = "T0FAKE000/B0FAKE000/fakewebhooksecret000000",
-        secret: str | None = None,
-        keyword: str | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        rate_limit: int = RATE_LIMIT_PER_WINDOW,
-        window_s: float = WINDOW_S,
-        block_s: float = 0.0,
+        access_token: str | None = None,
+        *args: Any,
         per_second: float = PER_SECOND,
         burst: int = BURST,
-        echo: Callable[[str], None] | None = None,
-        on_message: Callable[[dict[str, Any]], None] | None = None,
-        dedup_msg_uuid: bool = True,
+        **kwargs: Any,
     ) -> None:
         """``access_token`` is the ``T…/B…/…`` path the webhook answers at (any other string is taken
-        as is, for tests). ``secret``, ``keyword``, ``block_s`` and ``dedup_msg_uuid`` have no effect."""
+        as is, for tests). ``block_s`` has no effect: Slack answers 429 with Retry-After instead."""
         if per_second <= 0 or burst < 1:
             raise ValueError("per_second must be > 0 and burst >= 1")
+        super().__init__((access_token or self.DEFAULT_TOKEN).strip("/"), *args, **kwargs)
         # The base class's window never refuses (its limit is out of reach): the limiter does it.
-        super().__init__(
-            access_token.strip("/"),
-            None,
-            None,
-            host=host,
-            port=port,
-            rate_limit=1 << 62,
-            window_s=window_s,
-            block_s=0.0,
-            echo=echo,
-            on_message=on_message,
-            dedup_msg_uuid=False,
-        )
-        if rate_limit < 1:
-            raise ValueError("rate_limit must be >= 1")
-        self._limiter = _Limiter(float(per_second), int(burst), int(rate_limit), float(window_s))
+        self._limiter = _Limiter(float(per_second), int(burst), self._rate_limit, self._window_s)
+        self._rate_limit, self._block_s = 1 << 62, 0.0
 
     def is_send_path(self, path: str) -> bool:
         return path.startswith(SEND_PREFIX)

@@ -28,7 +28,7 @@ import hmac
 import json
 import re
 import urllib.parse
-from typing import Any, Callable
+from typing import Any
 
 from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
 
@@ -131,35 +131,12 @@ class FakeWeComRobot(FakeRobot):
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "WeCom"
 
-    def __init__(
-        self,
-        access_token: str = "test-key",
-        secret: str | None = None,
-        keyword: str | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        rate_limit: int = RATE_LIMIT_PER_WINDOW,
-        window_s: float = WINDOW_S,
-        block_s: float = BLOCK_S,
-        echo: Callable[[str], None] | None = None,
-        on_message: Callable[[dict[str, Any]], None] | None = None,
-        dedup_msg_uuid: bool = True,
-    ) -> None:
-        """``secret``, ``keyword`` and ``dedup_msg_uuid`` have no effect: WeCom has none of them."""
-        super().__init__(
-            access_token,
-            None,
-            None,
-            host=host,
-            port=port,
-            rate_limit=rate_limit,
-            window_s=window_s,
-            block_s=block_s,
-            echo=echo,
-            on_message=on_message,
-            dedup_msg_uuid=False,
-        )
+    DEFAULT_TOKEN = "test-key"
+    RATE_LIMIT = RATE_LIMIT_PER_WINDOW
+    WINDOW = WINDOW_S
+    BLOCK = BLOCK_S
+    #: WeCom group robots have no signing, keyword or idempotency key: those arguments do nothing.
+    HAS_SIGNATURE = HAS_KEYWORD = HAS_MSG_UUID = False
 
     def is_send_path(self, path: str) -> bool:
         return path == SEND_PATH

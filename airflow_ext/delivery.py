@@ -95,8 +95,9 @@ def deliver(
     """Call ``send`` until it succeeds, a permanent DeliveryError, the attempts or the deadline run out.
 
     The deadline is ``policy.deadline_s`` from now, or ``deadline_at`` (on ``clock``) if earlier.
-    Each attempt's timeouts are shrunk to the time left, and backoff (exponential, full jitter) never
-    sleeps past the deadline. Raises the last DeliveryError, or DeadlineExceeded.
+    Each attempt's timeouts are shrunk to the time left, and backoff (exponential, full jitter, at
+    least what the robot asked for with Retry-After) never sleeps past the deadline; a wait the robot
+    asked for that the deadline cannot fit ends the tries. Raises the last DeliveryError, or DeadlineExceeded.
     """
     deadline = clock() + policy.deadline_s
     if deadline_at is not None:
@@ -106,11 +107,18 @@ def deliver(
     def remaining() -> float:
         return deadline - clock()
 
+    def asked_to_wait(state: RetryCallState) -> float:
+        """How long the robot said to wait before trying again (Slack's Retry-After), else 0."""
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        return getattr(error, "retry_after_s", None) or 0.0
+
     def wait(state: RetryCallState) -> float:
-        return max(0.0, min(backoff(state), remaining() - MIN_ATTEMPT_S))
+        return max(0.0, min(max(backoff(state), asked_to_wait(state)), remaining() - MIN_ATTEMPT_S))
 
     def out_of_time(state: RetryCallState) -> bool:
-        return remaining() <= MIN_ATTEMPT_S
+        # A robot that asked for a longer wait than is left would refuse an attempt made sooner.
+        return remaining() - asked_to_wait(state) <= MIN_ATTEMPT_S
 
     last_error: list[DeliveryError] = []
 

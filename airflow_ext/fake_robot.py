@@ -547,7 +547,7 @@ class FakeRobot:
             handler._send(200, GARBAGE_BODY, "text/html")
             return
         if mode == "errcode":
-            self._record(received_at, nbytes, mode_kw["errcode"], 200)
+            self._record(received_at, nbytes, mode_kw["errcode"], self.forced_status(mode_kw["errcode"]))
             self._answer(handler, _Reject(mode_kw["errcode"], mode_kw["errmsg"]))
             return
         if mode == "slow":
@@ -580,6 +580,10 @@ class FakeRobot:
 
     def is_send_path(self, path: str) -> bool:
         return path == SEND_PATH
+
+    def forced_status(self, errcode: int) -> int:
+        """The HTTP status the ``errcode`` mode answers with: DingTalk's errors are all HTTP 200."""
+        return 200
 
     def _answer(self, handler: _Handler, rejection: _Reject | None) -> None:
         """Success or ``rejection`` as the channel answers it: DingTalk, always HTTP 200 with errcode."""

@@ -135,3 +135,31 @@ def test_running_out_of_time_reports_the_robots_last_answer():
         deliver(send, RetryPolicy(max_attempts=50, deadline_s=1.0), clock=clock, sleep=clock.sleep)
 
     assert caught.value is http500
+
+
+def test_a_robot_asking_to_wait_longer_than_the_deadline_leaves_is_not_tried_again():
+    clock = FakeClock()
+    attempts = []
+
+    def send(timeouts):
+        attempts.append(timeouts)
+        raise DeliveryError("throttled", retryable=True, throttled=True, retry_after_s=30.0)
+
+    with pytest.raises(DeliveryError, match="throttled"):
+        deliver(send, RetryPolicy(deadline_s=2.0, max_attempts=3), clock=clock, sleep=clock.sleep)
+
+    assert len(attempts) == 1
+
+
+def test_retry_after_is_waited_when_the_deadline_fits_it():
+    clock = FakeClock()
+    attempts = []
+
+    def send(timeouts):
+        attempts.append(clock.now)
+        if len(attempts) == 1:
+            raise DeliveryError("throttled", retryable=True, throttled=True, retry_after_s=1.5)
+        return "ok"
+
+    assert deliver(send, RetryPolicy(deadline_s=5.0), clock=clock, sleep=clock.sleep) == "ok"
+    assert attempts[1] - attempts[0] >= 1.5

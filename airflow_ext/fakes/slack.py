@@ -415,11 +415,14 @@ class FakeSlackWebhook(FakeRobot):
         super().reset()
         self._limiter.reset()
 
+    def forced_status(self, errcode: int) -> int:
+        """Slack's errors are HTTP statuses: a forced errcode that is no HTTP status is a 500."""
+        return int(errcode) if 100 <= int(errcode) <= 599 else 500
+
     def _answer(self, handler, rejection: Reject | None) -> None:
         """The HTTP status and a plain-text body; a 429 with ``Retry-After`` in whole seconds."""
         status, text = self.OK if rejection is None else (rejection.errcode, rejection.errmsg)
-        if not 100 <= int(status) <= 599:  # a forced errcode that is no HTTP status
-            status = 500
+        status = self.forced_status(status)
         payload = str(text).encode("utf-8")
         handler.send_response(int(status))
         handler.send_header("Content-Type", "text/plain; charset=utf-8")

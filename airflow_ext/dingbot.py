@@ -146,15 +146,14 @@ def queue_in_database(alert: Alert) -> bool:
     A robot whose Connection cannot be read now is still recorded, under its name: the deliverer
     keeps it as a dead letter with the reason, to send once the Connection is fixed.
     """
-    store = outbox_store()
-    queued = False
+    robots = []
     for name in routing.choose_for_alert(alert).robots:
         try:
             key = robot_named(name).key
         except ConfigError:
             key = unresolved_robot_key(name)
-        queued = store.enqueue(alert, key, robot_ref=name) or queued
-    return queued
+        robots.append((key, name))
+    return outbox_store().enqueue_for_robots(alert, robots) > 0
 
 
 def unresolved_robot_key(name: str) -> str:

@@ -13,7 +13,8 @@ JSON commands, one per line on stdin, on a private copy of stdout (Airflow's log
   record alert ``n`` through the real backend (``outbox_sender``), one after another; answers with
   when each call started and how long it took;
 * ``{"op": "one", "n": N}``: record alert ``n`` now;
-* ``{"op": "counts"}``: the outbox rows per status, from ``OutboxStore.status()``.
+* ``{"op": "counts"}``: the outbox rows per status, from ``OutboxStore.status()``;
+* ``{"op": "settle"}``: every row still waiting becomes a dead letter (``settle_pending``).
 
 Alert ``n`` is the same in every process: task ``load_partition_NNNN`` of one of 40 DAGs (a domain
 per ``n % 5``, a region per producer), with Airflow 2.11's log URL, a realistic exception and a
@@ -108,6 +109,14 @@ def outbox_counts(store) -> dict:
     return totals
 
 
+def settle_pending(store) -> dict:
+    """Every row still waiting becomes a dead letter, so that what one part of the benchmark left in
+    a shared database never reaches the next part's robot (``airflow-ext deliver`` delivers every
+    robot name it finds waiting, to whatever that name is configured as now)."""
+    reason = "left by an earlier part of the benchmark"
+    return {"settled": sum(store.mark_dead_pending(key, ref, reason) for key, ref in store.pending_robots())}
+
+
 def paced(start_at: float, plan: list, call) -> list:
     """``call(*item)`` for each ``[n, offset_s, ...]`` of ``plan`` at ``start_at + offset_s``."""
     done = []
@@ -148,6 +157,8 @@ def serve(index: int, log_file: str) -> int:
             return record(int(cmd["n"]))
         if op == "counts":
             return outbox_counts(store)
+        if op == "settle":
+            return settle_pending(store)
         return None
 
     return _protocol().serve_protocol(log_file, setup, handle)
@@ -284,7 +295,7 @@ def serve3(log_file: str) -> int:
     * ``{"op": "supervisor", "base_url", "tries": [[n, ti], ...], "warmup"}``: per try, leave the
       alert as ``finalize`` does in a task process (untimed), then time the supervisor's
       ``task_process_ended`` relaying it (``client.auth.token``, ``client.base_url``);
-    * ``{"op": "counts"}``: the outbox rows per status.
+    * ``{"op": "counts"}``: the outbox rows per status; ``{"op": "settle"}``: see ``settle_pending``.
     """
     secret = os.environ["DINGBOT_BENCH_JWT_SECRET"]
     policy = None
@@ -350,11 +361,11 @@ def serve3(log_file: str) -> int:
             return post(int(cmd["n"]), cmd["ti"], cmd["url"])
         if op == "supervisor":
             return supervisor(cmd["base_url"], cmd["tries"], int(cmd.get("warmup", 0)))
-        if op == "counts":
+        if op in ("counts", "settle"):
             from airflow_ext.dingbot import outbox_store
 
             store = store or outbox_store()
-            return outbox_counts(store)
+            return outbox_counts(store) if op == "counts" else settle_pending(store)
         return None
 
     return _protocol().serve_protocol(log_file, setup, handle)

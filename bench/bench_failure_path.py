@@ -17,7 +17,11 @@ It then measures, alternating between the two environments so drift hits both al
 1. the failure path of a final failure with ``ding_on_failure=True`` per call (Airflow 2:
    ``TaskInstance.handle_failure``; Airflow 3: the task runner's ``finalize``), with a healthy
    local DingTalk-compatible robot (signature and keyword security on), and with a robot that
-   accepts the connection and never answers, under ``[dingbot] timeout = 2``;
+   accepts the connection and never answers, under ``[dingbot] timeout = 2``; beside the healthy
+   robot, in the same rounds (A B C / C B A), the patched environment with ``[dingbot]
+   default_conn_id`` naming three healthy robots given as Connections (a DingTalk and a Feishu
+   robot, signed and with the keyword, and a WeCom robot): the direct backend's fan-out, one
+   message on each robot at the same time;
 2. importing the module a task process starts from (Airflow 2: ``airflow``; Airflow 3:
    ``airflow.sdk.execution_time.task_runner``) in fresh processes;
 3. parsing a generated 1000-task DAG file with ``DagBag`` in fresh processes.
@@ -59,6 +63,8 @@ PYTHON_SERIES = "3.11"
 
 UNPATCHED, PATCHED = "unpatched", "patched"
 ENV_NAMES = (UNPATCHED, PATCHED)
+#: The patched environment with ``[dingbot] default_conn_id`` naming the three fan-out robots.
+FAN_OUT = "patched, 3 robots"
 
 # Targets (informational).
 HEALTHY_ADDED_MEDIAN_MAX_MS = 15.0
@@ -347,6 +353,70 @@ def migrate(envs: dict[str, Path], homes: dict[str, Path]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The fan-out robots: three channels, as Connections
+# ----------------------------------------------------------------------------------------------
+
+#: (conn id, conn type, the fake's module and class, whether the channel signs and has a keyword)
+FAN_OUT_ROBOTS = (
+    ("bench_dingtalk", "dingding", "airflow_ext.fake_robot", "FakeRobot", True),
+    ("bench_wecom", "wecom", "airflow_ext.fakes.wecom", "FakeWeComRobot", False),
+    ("bench_feishu", "feishu", "airflow_ext.fakes.feishu", "FakeFeishuRobot", True),
+)
+#: What turns the fan-out off again in a worker (its os.environ keeps what earlier calls set):
+#: no default_conn_id, so the alert goes to the [dingding] robot alone.
+ONE_ROBOT_ENV = {"AIRFLOW__DINGBOT__DEFAULT_CONN_ID": ""}
+
+
+def accepted(robot) -> int:
+    """The messages a fake robot accepted so far."""
+    return sum(1 for r in robot.requests if r["errcode"] == 0)
+
+
+class FanOutRobots:
+    """Three healthy local robots of three channels, each an ``AIRFLOW_CONN_<ID>`` Connection, all
+    chosen by ``[dingbot] default_conn_id`` (``env``): DingTalk and Feishu sign and check the keyword,
+    WeCom (which has neither) does not. No rate limit of theirs ever refuses a benchmark alert."""
+
+    def __init__(self, secret: str) -> None:
+        sys.path.insert(0, str(REPO))  # the fakes are standard library only
+        self.robots: dict = {}
+        self.env = {"AIRFLOW__DINGBOT__DEFAULT_CONN_ID": ",".join(robot[0] for robot in FAN_OUT_ROBOTS)}
+        try:
+            for conn_id, conn_type, module, class_name, signed in FAN_OUT_ROBOTS:
+                token = f"{conn_type}-{secrets.token_hex(12)}"
+                _SECRETS.append(token)
+                fake = getattr(importlib.import_module(module), class_name)
+                limits = {"per_second": 0} if conn_type == "feishu" else {}
+                robot = fake(
+                    token,
+                    secret if signed else None,
+                    ROBOT_KEYWORD if signed else None,
+                    rate_limit=10**9,
+                    **limits,
+                )
+                self.robots[conn_id] = robot.start()
+                _SECRETS.append(robot.url)
+                conn: dict = {"conn_type": conn_type, "host": robot.base_url, "password": token}
+                if signed:
+                    conn["extra"] = {"secret": secret, "keyword": ROBOT_KEYWORD}
+                self.env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def channels(self) -> str:
+        return ", ".join(robot.CHANNEL_NAME for robot in self.robots.values())
+
+    def accepted(self) -> dict[str, int]:
+        return {conn_id: accepted(robot) for conn_id, robot in self.robots.items()}
+
+    def stop(self) -> None:
+        for robot in self.robots.values():
+            robot.stop()
+
+
+# ----------------------------------------------------------------------------------------------
 # The failure-path workers
 # ----------------------------------------------------------------------------------------------
 
@@ -423,9 +493,10 @@ class Worker:
             self.proc.wait()
 
 
-def alternating(rounds: int) -> list[tuple[str, str]]:
-    """ABBA order: A B, B A, A B, ... so neither environment always goes first."""
-    return [(UNPATCHED, PATCHED) if i % 2 == 0 else (PATCHED, UNPATCHED) for i in range(rounds)]
+def alternating(rounds: int, arms: tuple[str, ...] = ENV_NAMES) -> list[tuple[str, ...]]:
+    """ABBA order: A B, B A, A B, ... (A B C, C B A, ... for three) so that no arm always goes first
+    and a steady drift hits every arm alike."""
+    return [arms if i % 2 == 0 else arms[::-1] for i in range(rounds)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -434,14 +505,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def ratio_ci(num: list[float], den: list[float], resamples: int = 2000) -> tuple[float, float]:
-    """95% bootstrap interval of median(num) / median(den): how far noise alone moves the ratio."""
+def stats(samples: list[float]) -> dict:
+    """n, median, p99 and max of timings in milliseconds."""
+    return {
+        "n": len(samples),
+        "median_ms": statistics.median(samples),
+        "p99_ms": percentile(samples, 0.99),
+        "max_ms": max(samples),
+    }
+
+
+def bootstrap_ci(statistic, *samples: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of ``statistic(*samples)``: how far noise alone moves it."""
     rng = random.Random(20261121)
-    ratios = sorted(
-        statistics.median(rng.choices(num, k=len(num))) / statistics.median(rng.choices(den, k=len(den)))
-        for _ in range(resamples)
+    values = sorted(statistic(*(rng.choices(s, k=len(s)) for s in samples)) for _ in range(resamples))
+    return values[int(0.025 * resamples)], values[int(0.975 * resamples) - 1]
+
+
+def ratio_ci(num: list[float], den: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(num) / median(den)."""
+    return bootstrap_ci(
+        lambda a, b: statistics.median(a) / statistics.median(b), num, den, resamples=resamples
     )
-    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
+def median_diff(a: list[float], b: list[float]) -> float:
+    return statistics.median(a) - statistics.median(b)
+
+
+def added_ratio(more: list[float], one: list[float], base: list[float]) -> float:
+    """(median(more) - median(base)) / (median(one) - median(base)): what ``more`` adds to the
+    baseline, in units of what ``one`` adds (inf when ``one`` adds nothing)."""
+    added_one = statistics.median(one) - statistics.median(base)
+    added_more = statistics.median(more) - statistics.median(base)
+    return added_more / added_one if added_one > 0 else math.inf
 
 
 def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, secret: str) -> dict:
@@ -449,6 +546,7 @@ def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, sec
     from airflow_ext.fake_robot import FakeRobot
 
     results: dict = {"healthy": {}, "silent": {}, "delivered": {}}
+    fan_out = FanOutRobots(secret)
     healthy = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
     silent = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
     silent.set_mode("hang")
@@ -470,41 +568,70 @@ def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, sec
                 "AIRFLOW__DINGDING__SECRET": secret,
                 "AIRFLOW__DINGDING__KEYWORD": ROBOT_KEYWORD,
                 "AIRFLOW__DINGBOT__TIMEOUT": timeout_s,
+                **ONE_ROBOT_ENV,
             }
 
-        # (a) healthy robot, default deadline (10 s)
+        # (a) healthy robot, default deadline (10 s); beside it, in the same rounds, the patched
+        # environment sending each alert to the three fan-out robots
+        arms = {
+            UNPATCHED: (workers[UNPATCHED], robot_env(healthy, "10")),
+            PATCHED: (workers[PATCHED], robot_env(healthy, "10")),
+            FAN_OUT: (workers[PATCHED], {**robot_env(healthy, "10"), **fan_out.env}),
+        }
+        # the robots each arm's alerts must reach, one message per call on each
+        sent_to = {UNPATCHED: (), PATCHED: ("[dingding]",), FAN_OUT: tuple(fan_out.robots)}
         total = profile.healthy_rounds * profile.healthy_per_round
-        progress(f"{LINE.failure_path} with a healthy robot: {total} timed calls per environment")
-        samples = {name: [] for name in ENV_NAMES}
-        calls = {name: 0 for name in ENV_NAMES}
-        accepted = {name: 0 for name in ENV_NAMES}
-        for order in alternating(profile.healthy_rounds):
-            for name in order:
-                before = sum(1 for r in healthy.requests if r["errcode"] == 0)
-                answer = workers[name].call(
-                    600,
-                    op="time",
-                    n=profile.healthy_per_round,
-                    warmup=profile.healthy_warmup,
-                    env=robot_env(healthy, "10"),
+        progress(
+            f"{LINE.failure_path} with a healthy robot, and patched with 3 robots ({fan_out.channels}): "
+            f"{total} timed calls each"
+        )
+
+        def counts() -> dict[str, int]:
+            return {"[dingding]": accepted(healthy), **fan_out.accepted()}
+
+        samples = {arm: [] for arm in arms}
+        calls = {arm: 0 for arm in arms}
+        received = {arm: dict.fromkeys(counts(), 0) for arm in arms}
+        for order in alternating(profile.healthy_rounds, tuple(arms)):
+            for arm in order:
+                worker, env = arms[arm]
+                before = counts()
+                answer = worker.call(
+                    600, op="time", n=profile.healthy_per_round, warmup=profile.healthy_warmup, env=env
                 )
-                after = sum(1 for r in healthy.requests if r["errcode"] == 0)
+                after = counts()
                 if answer["states"] != ["failed"]:
-                    raise BenchError(f"{name}: {LINE.failure_path} left the task in {answer['states']}")
-                samples[name] += answer["samples_ms"]
-                calls[name] += answer["calls"]
-                accepted[name] += after - before
+                    raise BenchError(f"{arm}: {LINE.failure_path} left the task in {answer['states']}")
+                samples[arm] += answer["samples_ms"]
+                calls[arm] += answer["calls"]
+                for robot in received[arm]:
+                    received[arm][robot] += after[robot] - before[robot]
         for name in ENV_NAMES:
-            results["healthy"][name] = {
-                "n": len(samples[name]),
-                "median_ms": statistics.median(samples[name]),
-                "p99_ms": percentile(samples[name], 0.99),
-            }
-        results["delivered"]["healthy"] = {name: [accepted[name], calls[name]] for name in ENV_NAMES}
-        if accepted[PATCHED] != calls[PATCHED] or accepted[UNPATCHED] != 0:
-            raise BenchError(
-                f"unexpected alert count at the healthy robot: {results['delivered']['healthy']}"
-            )
+            results["healthy"][name] = stats(samples[name])
+        results["delivered"]["healthy"] = {
+            name: [received[name]["[dingding]"], calls[name]] for name in ENV_NAMES
+        }
+        results["fan_out"] = {
+            "robots": fan_out.channels,
+            **stats(samples[FAN_OUT]),
+            "added_median_ratio": added_ratio(samples[FAN_OUT], samples[PATCHED], samples[UNPATCHED]),
+            "added_median_ratio_ci": bootstrap_ci(
+                added_ratio, samples[FAN_OUT], samples[PATCHED], samples[UNPATCHED]
+            ),
+            # the same patched worker, alternating: free of the two environments' differences
+            "minus_one_robot_median_ms": median_diff(samples[FAN_OUT], samples[PATCHED]),
+            "minus_one_robot_median_ci": bootstrap_ci(median_diff, samples[FAN_OUT], samples[PATCHED]),
+            "calls": calls[FAN_OUT],
+            "received": {robot: received[FAN_OUT][robot] for robot in fan_out.robots},
+        }
+        unexpected = {
+            f"{arm} -> {robot}": f"{got} of {calls[arm] if robot in sent_to[arm] else 0}"
+            for arm in arms
+            for robot, got in received[arm].items()
+            if got != (calls[arm] if robot in sent_to[arm] else 0)
+        }
+        if unexpected:
+            raise BenchError(f"unexpected alert counts at the healthy robots: {unexpected}")
 
         # (b) a robot that accepts the connection and never answers, deadline 2 s
         progress(
@@ -522,11 +649,7 @@ def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, sec
                 reached[name] += len(silent.requests) - before
                 samples[name] += answer["samples_ms"]
         for name in ENV_NAMES:
-            results["silent"][name] = {
-                "n": len(samples[name]),
-                "median_ms": statistics.median(samples[name]),
-                "max_ms": max(samples[name]),
-            }
+            results["silent"][name] = stats(samples[name])
         results["delivered"]["silent"] = {name: reached[name] for name in ENV_NAMES}
 
         # where the added time goes (patched only, healthy robot, pieces called directly)
@@ -539,6 +662,7 @@ def bench_failure_path(envs, homes, tmp: Path, profile: Profile, token: str, sec
             worker.close()
         healthy.stop()
         silent.stop()
+        fan_out.stop()
     return results
 
 
@@ -712,9 +836,10 @@ def verdict(ok: bool, ci: tuple[float, float] | None = None, limit: float | None
 
 
 def report(res: dict, profile: Profile, elapsed_s: float) -> str:
-    hf, sil, imp, parse = res["healthy"], res["silent"], res["import"], res["parse"]
+    hf, sil, imp, parse, fo = res["healthy"], res["silent"], res["import"], res["parse"], res["fan_out"]
     u, p = UNPATCHED, PATCHED
     added = hf[p]["median_ms"] - hf[u]["median_ms"]
+    added3 = fo["median_ms"] - hf[u]["median_ms"]
     silent_limit_ms = (SILENT_DEADLINE_S + SILENT_SLACK_S) * 1000
     imp_ratio = imp[p]["import_median_s"] / imp[u]["import_median_s"]
     proc_ratio = imp[p]["process_median_s"] / imp[u]["process_median_s"]
@@ -725,6 +850,8 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
 
     checks = {
         "healthy": added <= HEALTHY_ADDED_MEDIAN_MAX_MS,
+        # Three robots are held to one robot's target: what a failing task may pay for its alerts.
+        "fan_out": added3 <= HEALTHY_ADDED_MEDIAN_MAX_MS,
         "silent": sil[p]["median_ms"] <= silent_limit_ms,
         "import": imp_ratio <= RATIO_MAX,
         "parse": first_ratio <= RATIO_MAX,
@@ -734,31 +861,37 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
     def s(x: float) -> str:
         return f"{x * 1000:,.1f} ms"
 
+    def ci(bounds) -> str:
+        return f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else ""
+
+    def timed_rows(what: str, patched: dict) -> list[list[str]]:
+        """median and p99 of a failure path against the unpatched one (no target)."""
+        return [
+            [
+                f"{what}: {stat}",
+                _ms(hf[u][f"{stat}_ms"]),
+                _ms(patched[f"{stat}_ms"]),
+                f"{patched[f'{stat}_ms'] - hf[u][f'{stat}_ms']:+.1f} ms",
+                f"{patched[f'{stat}_ms'] / hf[u][f'{stat}_ms']:.2f}",
+                "",
+                "",
+                "",
+            ]
+            for stat in ("median", "p99")
+        ]
+
+    healthy_rows = timed_rows(f"{LINE.failure_path}, healthy robot", hf[p])
+    healthy_rows[0][6:] = [f"added <= {HEALTHY_ADDED_MEDIAN_MAX_MS:g} ms", verdict(checks["healthy"])]
     rows = [
-        [
-            f"{LINE.failure_path}, healthy robot: median",
-            _ms(hf[u]["median_ms"]),
-            _ms(hf[p]["median_ms"]),
-            f"{added:+.1f} ms",
-            f"{hf[p]['median_ms'] / hf[u]['median_ms']:.2f}",
-            f"added <= {HEALTHY_ADDED_MEDIAN_MAX_MS:g} ms",
-            verdict(checks["healthy"]),
-        ],
-        [
-            f"{LINE.failure_path}, healthy robot: p99",
-            _ms(hf[u]["p99_ms"]),
-            _ms(hf[p]["p99_ms"]),
-            f"{hf[p]['p99_ms'] - hf[u]['p99_ms']:+.1f} ms",
-            f"{hf[p]['p99_ms'] / hf[u]['p99_ms']:.2f}",
-            "",
-            "",
-        ],
+        *healthy_rows,
+        *timed_rows(f"{LINE.failure_path}, 3 robots (default_conn_id)", fo),
         [
             f"{LINE.failure_path}, silent robot ({SILENT_DEADLINE_S:g} s deadline): median",
             _ms(sil[u]["median_ms"]),
             _ms(sil[p]["median_ms"]),
             f"{sil[p]['median_ms'] - sil[u]['median_ms']:+,.1f} ms",
             f"{sil[p]['median_ms'] / sil[u]['median_ms']:.0f}",
+            "",
             f"patched <= {SILENT_DEADLINE_S + SILENT_SLACK_S:g} s",
             verdict(checks["silent"]),
         ],
@@ -770,6 +903,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             "",
             "",
             "",
+            "",
         ],
         [
             f"import {LINE.import_module} (in process): median",
@@ -777,8 +911,19 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             s(imp[p]["import_median_s"]),
             f"{(imp[p]['import_median_s'] - imp[u]['import_median_s']) * 1000:+.1f} ms",
             f"{imp_ratio:.3f}",
+            ci(imp["import_ratio_ci"]),
             f"ratio <= {RATIO_MAX:g}",
             verdict(checks["import"], imp["import_ratio_ci"], RATIO_MAX),
+        ],
+        [
+            "  of which: importing airflow_ext.config_description (-X importtime)",
+            "-",
+            f"{imp['airflow_ext_import_ms']:.1f} ms",
+            f"+{imp['airflow_ext_import_ms']:.1f} ms",
+            "",
+            "",
+            "",
+            "",
         ],
         [
             f'python -c "import {LINE.import_module}" (whole process): median',
@@ -786,6 +931,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             s(imp[p]["process_median_s"]),
             f"{(imp[p]['process_median_s'] - imp[u]['process_median_s']) * 1000:+.1f} ms",
             f"{proc_ratio:.3f}",
+            ci(imp["process_ratio_ci"]),
             "",
             "",
         ],
@@ -795,6 +941,7 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             s(parse[p]["first_median_s"]),
             f"{(parse[p]['first_median_s'] - parse[u]['first_median_s']) * 1000:+.1f} ms",
             f"{first_ratio:.3f}",
+            ci(parse["first_ratio_ci"]),
             f"ratio <= {RATIO_MAX:g}",
             verdict(checks["parse"], parse["first_ratio_ci"], RATIO_MAX),
         ],
@@ -807,36 +954,53 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
                 s(parse[p]["repeat_median_s"]),
                 f"{(parse[p]['repeat_median_s'] - parse[u]['repeat_median_s']) * 1000:+.1f} ms",
                 f"{repeat_ratio:.3f}",
+                ci(parse["repeat_ratio_ci"]),
                 "",
                 "",
             ]
         )
-
-    def ci(bounds) -> str:
-        return f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else ""
-
-    for row in rows:
-        row.insert(5, "")
-    rows[4][5] = ci(imp["import_ratio_ci"])
-    rows[5][5] = ci(imp["process_ratio_ci"])
-    rows[6][5] = ci(parse["first_ratio_ci"])
-    if repeat_ratio is not None:
-        rows[7][5] = ci(parse["repeat_ratio_ci"])
-    rows.insert(
-        5,
-        [
-            "  of which: importing airflow_ext.config_description (-X importtime)",
-            "-",
-            f"{imp['airflow_ext_import_ms']:.1f} ms",
-            f"+{imp['airflow_ext_import_ms']:.1f} ms",
-            "",
-            "",
-            "",
-            "",
-        ],
-    )
     main_table = _table(
         ["figure", "unpatched", "patched", "added", "ratio", "ratio 95% CI", "target", "result"], rows
+    )
+
+    def added_row(stat: str) -> list[str]:
+        one = hf[p][f"{stat}_ms"] - hf[u][f"{stat}_ms"]
+        three = fo[f"{stat}_ms"] - hf[u][f"{stat}_ms"]
+        return [
+            f"added time (patched - unpatched): {stat}",
+            f"{one:+.1f} ms",
+            f"{three:+.1f} ms",
+            f"{three / one:.2f}" if one > 0 else "-",
+        ]
+
+    median_row, p99_row = added_row("median"), added_row("p99")
+    low, high = fo["added_median_ratio_ci"]
+    median_row += [
+        f"{low:.2f}-{high:.2f}",
+        f"3 robots: added median <= {HEALTHY_ADDED_MEDIAN_MAX_MS:g} ms",
+        verdict(checks["fan_out"]),
+    ]
+    low, high = fo["minus_one_robot_median_ci"]
+    same_process_row = [
+        "3 robots - 1 robot, same patched process: median",
+        "",
+        f"{fo['minus_one_robot_median_ms']:+.1f} ms",
+        "",
+        f"{low:+.1f} to {high:+.1f} ms",
+        "",
+        "",
+    ]
+    fan_out_table = _table(
+        [
+            f"fan-out, direct backend: {LINE.failure_path} to 1 robot and to 3 at once",
+            "1 robot",
+            "3 robots",
+            "3 / 1",
+            "95% CI",
+            "target",
+            "result",
+        ],
+        [median_row, [*p99_row, "", "", ""], same_process_row],
     )
 
     parts = res["breakdown"]
@@ -863,7 +1027,11 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
         f"healthy robot: {hf[u]['n']} + {hf[p]['n']} timed calls (unpatched + patched), warm-up "
         f"{profile.healthy_warmup} calls before each of {profile.healthy_rounds} rounds per environment; "
         f"alerts accepted by the robot: patched {d['healthy'][p][0]}/{d['healthy'][p][1]} calls, "
-        f"unpatched {d['healthy'][u][0]}. Silent robot: {sil[p]['n']} calls per environment; requests it "
+        f"unpatched {d['healthy'][u][0]}. 3 robots: {fo['n']} timed calls in the patched environment, "
+        f"in the same rounds (A B C / C B A), default_conn_id naming {fo['robots']} (Connections; "
+        f"DingTalk and Feishu signed, with the keyword); alerts accepted by each: "
+        + ", ".join(f"{robot} {got}/{fo['calls']}" for robot, got in fo["received"].items())
+        + f" calls. Silent robot: {sil[p]['n']} calls per environment; requests it "
         f"received: patched {d['silent'][p]}, unpatched {d['silent'][u]}. import {LINE.import_module}: "
         f"{imp[u]['n']} processes per environment; DagBag: {parse[u]['n']} processes per environment "
         f"(+{profile.parse_repeats} repeat parses each); tasks with ding_on_failure after parsing: "
@@ -878,6 +1046,8 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
             header,
             "",
             main_table,
+            "",
+            fan_out_table,
             "",
             breakdown_table,
             "",

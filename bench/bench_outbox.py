@@ -20,8 +20,10 @@ same code, imported from it) and measures, with the real ``airflow-ext deliver``
    storm's start, throttled answers, the most messages in any 60 s, when the last failure was named.
    On PostgreSQL, and in the full profile on SQLite too.
 2. **Failure path**: ``TaskInstance.handle_failure`` with the outbox backend against stock Airflow
-   (``bench/_failure_path_worker.py``, alternating A B / B A), with a healthy robot configured and
-   with one that never answers; on SQLite and on PostgreSQL as the metadata database.
+   (``bench/_failure_path_worker.py``, alternating A B / B A), with a healthy robot configured, with
+   ``[dingbot] default_conn_id`` naming three healthy robots (DingTalk, WeCom, Feishu Connections:
+   one outbox row each) and with one that never answers; on SQLite and on PostgreSQL as the
+   metadata database.
 3. **One alert**: record one alert at a time with one deliverer running against a calm robot and
    time failure (the backend call) to the robot's acceptance.
 
@@ -35,7 +37,7 @@ task instances with the run), one per part, with every task instance set to ``fa
 SQL (``_outbox_worker.py task-instances``). Each alert is then for one genuine failed try and is
 posted with a token signed with the api-server's ``[api_auth] jwt_secret`` for that task instance,
 as the Execution API issues them. ``airflow api-server -w 1`` is started per part with that part's
-robot in ``[dingding]`` (the api-server decides the robot of what it queues); no scheduler runs.
+robot in ``[dingding]`` (the api-server decides the robots of what it queues); no scheduler runs.
 
 1. **Storm**: 8 processes POST 1000 alerts (``api_client.post_alert``, the supervisor's client)
    within 10 s while 2 ``airflow-ext deliver`` replicas with the default schedule deliver to the
@@ -45,7 +47,9 @@ robot in ``[dingding]`` (the api-server decides the robot of what it queues); no
    finalize``), patched against stock, alternating; the alert goes to the handoff file. Beside it,
    the supervisor's ``task_process_ended`` (with a client with ``.auth.token`` and ``.base_url``)
    taking that file and posting it to the api-server: after the task process has ended, so not on
-   the task's path.
+   the task's path; alternately, to a second api-server whose ``default_conn_id`` names the three
+   robots (it records one row for each). Routing happens in the api-server, so ``finalize`` is the
+   same call whatever the robots: the fan-out is not timed there.
 3. **One alert**: POST one alert every 3-5 s with one deliverer running; from the POST's start to
    the robot's acceptance.
 
@@ -60,6 +64,7 @@ itself could not run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -94,7 +99,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 #: The alerts the storm's producers record are tasks load_partition_0000 ... 0999 (_outbox_worker.py).
 TASK_NAME = re.compile(r"\bload_partition_(\d{4})\b")
 THROTTLED_ERRCODES = (130101, 410100)
-READY_LINE = "Delivering DingTalk alerts from the outbox"
+#: What `airflow-ext deliver` logs once it polls the outbox (each robot's own thread starts later,
+#: when the service first finds alerts for it).
+READY_LINE = re.compile(r"Outbox delivery service \S+ started")
 
 # The storm, as the issue states it.
 STORM_ALERTS = 1000
@@ -196,7 +203,7 @@ class Deliverer:
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
-        while READY_LINE not in self.log():
+        while not READY_LINE.search(self.log()):
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited (code {self.proc.returncode}):\n{fp.tail(self.log())}")
             if time.monotonic() > deadline:
@@ -280,12 +287,12 @@ def drop_postgres_database(envs, name: str) -> None:
 
 def diff_ci(a: list[float], b: list[float], q: float, resamples: int = 2000) -> tuple[float, float]:
     """95% bootstrap interval of percentile(a, q) - percentile(b, q): how far noise alone moves it."""
-    rng = random.Random(20261121)
-    diffs = sorted(
-        fp.percentile(rng.choices(a, k=len(a)), q) - fp.percentile(rng.choices(b, k=len(b)), q)
-        for _ in range(resamples)
-    )
-    return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+    return fp.bootstrap_ci(lambda x, y: fp.percentile(x, q) - fp.percentile(y, q), a, b, resamples=resamples)
+
+
+def requests_at(robots) -> int:
+    """The requests the fake robots received so far, together."""
+    return sum(len(robot.requests) for robot in robots)
 
 
 def named_in(message: dict) -> set[int]:
@@ -417,6 +424,7 @@ def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, prof
 
     token = f"fp-{secrets.token_hex(12)}"
     fp._SECRETS.append(token)
+    fan_out = fp.FanOutRobots(secret)
     healthy = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
     silent = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
     silent.set_mode("hang")
@@ -450,13 +458,28 @@ def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, prof
             fp.airflow_env(envs[PATCHED], homes[PATCHED], **robot_env(healthy, secret)),
             tmp / f"fp-{kind}-counter.log",
         ).ready()
-        for label, robot, timeout in (
-            ("healthy robot", healthy, "10"),
-            (f"never-answering robot ({SILENT_DEADLINE_S:g} s deadline)", silent, f"{SILENT_DEADLINE_S:g}"),
+        one_robot = fp.ONE_ROBOT_ENV
+        # (label, the robots it goes to, the [dingding] robot and the other settings, rows per alert)
+        for label, robots, robot, settings, rows in (
+            ("healthy robot", [healthy], healthy, {"AIRFLOW__DINGBOT__TIMEOUT": "10", **one_robot}, 1),
+            (
+                f"3 robots (default_conn_id: {fan_out.channels})",
+                list(fan_out.robots.values()),
+                healthy,
+                {"AIRFLOW__DINGBOT__TIMEOUT": "10", **fan_out.env},
+                len(fan_out.robots),
+            ),
+            (
+                f"never-answering robot ({SILENT_DEADLINE_S:g} s deadline)",
+                [silent],
+                silent,
+                {"AIRFLOW__DINGBOT__TIMEOUT": f"{SILENT_DEADLINE_S:g}", **one_robot},
+                1,
+            ),
         ):
-            env = robot_env(robot, secret, AIRFLOW__DINGBOT__TIMEOUT=timeout)
+            env = robot_env(robot, secret, **settings)
             before_rows = counter.call(60, op="counts")["pending"]
-            before_requests = len(robot.requests)
+            before_requests = requests_at(robots)
             samples: dict[str, list[float]] = {name: [] for name in fp.ENV_NAMES}
             calls = 0
             progress(
@@ -474,26 +497,25 @@ def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, prof
                     if name == PATCHED:
                         calls += answer["calls"]
             recorded = counter.call(60, op="counts")["pending"] - before_rows
-            requests = len(robot.requests) - before_requests
+            requests = requests_at(robots) - before_requests
+            if recorded != rows * calls:
+                raise BenchError(
+                    f"failure path on {kind}, {label}: the outbox recorded {recorded} rows for {calls} "
+                    f"patched calls, not {rows} per call"
+                )
             # The hook's own time inside handle_failure, and flags on - flags off, in one process.
             hook = workers[PATCHED].call(600, op="in_situ", n=profile.fp_per_round, env=env)["parts"]
             out[label] = {
-                **{
-                    name: {
-                        "n": len(samples[name]),
-                        "median_ms": statistics.median(samples[name]),
-                        "p99_ms": fp.percentile(samples[name], 0.99),
-                        "max_ms": max(samples[name]),
-                    }
-                    for name in fp.ENV_NAMES
-                },
+                **{name: fp.stats(samples[name]) for name in fp.ENV_NAMES},
                 "added_p99_ci": diff_ci(samples[PATCHED], samples[UNPATCHED], 0.99),
                 "in_situ": hook,
                 "patched_calls": calls,
+                "rows_per_call": rows,
                 "recorded": recorded,
                 "robot_requests": requests,
-                "robot_requests_incl_in_situ": len(robot.requests) - before_requests,
+                "robot_requests_incl_in_situ": requests_at(robots) - before_requests,
             }
+        counter.call(60, op="settle")  # the next part may share this database
     finally:
         for worker in workers.values():
             worker.close()
@@ -501,6 +523,7 @@ def bench_failure_path(envs, tmp: Path, kind: str, pg_database: str | None, prof
             counter.close()
         healthy.stop()
         silent.stop()
+        fan_out.stop()
     return out
 
 
@@ -923,11 +946,16 @@ def storm_figures(
 
 def bench_failure_path3(af: Airflow3, profile: Profile, secret: str) -> dict:
     """finalize with the outbox backend in a process with the ORM blocked (patched vs stock), then
-    the supervisor's post of the relayed alert against the running api-server."""
+    the supervisor's post of the relayed alert against two running api-servers, alternately: one
+    routing to the [dingding] robot alone, one with default_conn_id naming the 3 fan-out robots.
+
+    A task process only hands its alert to the supervisor, whatever the routing: there the fan-out
+    has nothing to add, so only the api-server's side (one outbox row per robot) is measured."""
     from airflow_ext.fake_robot import FakeRobot
 
     token = f"fp-{secrets.token_hex(12)}"
     fp._SECRETS.append(token)
+    fan_out = fp.FanOutRobots(secret)
     robot = FakeRobot(access_token=token, secret=secret, keyword=ROBOT_KEYWORD, rate_limit=10**9).start()
     fp._SECRETS.append(robot.url)
     env = robot_env(robot, secret)
@@ -937,7 +965,7 @@ def bench_failure_path3(af: Airflow3, profile: Profile, secret: str) -> dict:
         for name in fp.ENV_NAMES
     }
     workers: dict[str, fp.Worker] = {}
-    api: ApiServer | None = None
+    apis: dict[str, ApiServer] = {}
     poster: Poster | None = None
     out: dict = {}
     try:
@@ -973,48 +1001,71 @@ def bench_failure_path3(af: Airflow3, profile: Profile, secret: str) -> dict:
         for worker in workers.values():
             worker.close()
         out["finalize"] = {
-            **{
-                name: {
-                    "n": len(samples[name]),
-                    "median_ms": statistics.median(samples[name]),
-                    "p99_ms": fp.percentile(samples[name], 0.99),
-                    "max_ms": max(samples[name]),
-                }
-                for name in fp.ENV_NAMES
-            },
+            **{name: fp.stats(samples[name]) for name in fp.ENV_NAMES},
             "added_p99_ci": diff_ci(samples[PATCHED], samples[UNPATCHED], 0.99),
             "relayed": relayed,
             "calls": calls,
             "robot_requests": len(robot.requests),
         }
 
-        progress("failure path on 3.3.2: the supervisor's post against the api-server")
-        full_env = af.env(robot, secret)
-        api = ApiServer(af, full_env, tmp / "fp3-api-server.log")
-        poster = Poster(0, af.envs[PATCHED], full_env, tmp / "fp3-supervisor.log").ready()
-        n_post = profile.fp_rounds * profile.fp_per_round
-        warmup = profile.fp_warmup
-        before = poster.call(60, op="counts")
-        tries = [[n, af.try_of(RUN_SUPERVISOR, n)] for n in range(n_post + warmup)]
-        answer = poster.call(600, op="supervisor", base_url=api.execution_url, tries=tries, warmup=warmup)
-        after = poster.call(60, op="counts")
-        post = answer["samples_ms"]
+        progress("failure path on 3.3.2: the supervisor's post against the api-server, 1 and 3 robots")
+        # arm: (what the api-server routes the alert to, outbox rows per alert)
+        arms = {"1 robot": (fp.ONE_ROBOT_ENV, 1), "3 robots": (fan_out.env, len(fan_out.robots))}
+        for arm, (routing, _) in arms.items():
+            apis[arm] = ApiServer(
+                af, af.env(robot, secret, **routing), tmp / f"fp3-api-server-{arm.replace(' ', '-')}.log"
+            )
+        poster = Poster(0, af.envs[PATCHED], af.env(robot, secret), tmp / "fp3-supervisor.log").ready()
+        per_call = profile.fp_per_round + profile.fp_warmup
+        tries = iter(range(STORM_ALERTS))
+        post: dict[str, list[float]] = {arm: [] for arm in arms}
+        posted = dict.fromkeys(arms, 0)
+        queued = dict.fromkeys(arms, 0)
+        for order in fp.alternating(profile.fp_rounds, tuple(arms)):
+            for arm in order:
+                batch = [[n, af.try_of(RUN_SUPERVISOR, n)] for n in itertools.islice(tries, per_call)]
+                before = poster.call(60, op="counts")
+                answer = poster.call(
+                    600,
+                    op="supervisor",
+                    base_url=apis[arm].execution_url,
+                    tries=batch,
+                    warmup=profile.fp_warmup,
+                )
+                after = poster.call(60, op="counts")
+                post[arm] += answer["samples_ms"]
+                posted[arm] += answer["calls"]
+                queued[arm] += sum(after[k] - before[k] for k in ("pending", "claimed", "sent", "dead"))
+        for arm, (_, rows) in arms.items():
+            if queued[arm] != rows * posted[arm]:
+                raise BenchError(
+                    f"the api-server routing to {arm} queued {queued[arm]} rows for {posted[arm]} "
+                    f"alerts, not {rows} per alert\n{apis[arm].log()}"
+                )
         out["supervisor_post"] = {
-            "n": len(post),
-            "median_ms": statistics.median(post),
-            "p99_ms": fp.percentile(post, 0.99),
-            "max_ms": max(post),
-            "queued": sum(after[k] - before[k] for k in ("pending", "claimed", "sent", "dead")),
-            "calls": answer["calls"],
+            **fp.stats(post["1 robot"]),
+            "queued": queued["1 robot"],
+            "calls": posted["1 robot"],
         }
+        out["supervisor_post_fan_out"] = {
+            **fp.stats(post["3 robots"]),
+            "robots": fan_out.channels,
+            "rows_per_call": arms["3 robots"][1],
+            "queued": queued["3 robots"],
+            "calls": posted["3 robots"],
+            "added_p99_ci": diff_ci(post["3 robots"], post["1 robot"], 0.99),
+            "robot_requests": requests_at(fan_out.robots.values()),
+        }
+        poster.call(60, op="settle")  # the next part's deliverer must not send these
     finally:
         for worker in workers.values():
             worker.close()
         if poster is not None:
             poster.close()
-        if api is not None:
+        for api in apis.values():
             api.stop()
         robot.stop()
+        fan_out.stop()
     return out
 
 
@@ -1080,7 +1131,7 @@ def bench_latency3(af: Airflow3, profile: Profile, secret: str) -> dict:
 
 
 def failure_path3_report(r: dict) -> list[str]:
-    f, sup = r["finalize"], r["supervisor_post"]
+    f, sup, fan = r["finalize"], r["supervisor_post"], r.get("supervisor_post_fan_out")
     u, p = f[UNPATCHED], f[PATCHED]
     added_p99 = p["p99_ms"] - u["p99_ms"]
     low, high = f["added_p99_ci"]
@@ -1097,7 +1148,17 @@ def failure_path3_report(r: dict) -> list[str]:
             f"{low:+.1f} to {high:+.1f}",
             f"<= {FAILURE_PATH_P99_MAX_MS:g} ms",
             text,
-        ]
+        ],
+        [
+            "  with 3 robots (default_conn_id)",
+            "the same call",
+            "the same call",
+            "none, by design",
+            "none, by design",
+            "",
+            "",
+            "(see below)",
+        ],
     ]
     table = fp._table(
         [
@@ -1112,16 +1173,32 @@ def failure_path3_report(r: dict) -> list[str]:
         ],
         rows,
     )
-    sup_table = fp._table(
-        ["supervisor, after the task process ended (off the task's path)", "p50", "p99", "max"],
-        [
+
+    def post_row(what: str, figures: dict) -> list[str]:
+        return [what, *(fp._ms(figures[k]) for k in ("median_ms", "p99_ms", "max_ms"))]
+
+    sup_rows = [post_row("task_process_ended: take the relayed alert, POST it to the api-server", sup)]
+    if fan:
+        low3, high3 = fan["added_p99_ci"]
+        sup_rows += [
+            post_row(f"  the same, the api-server routing it to 3 robots ({fan['robots']})", fan),
             [
-                "task_process_ended: take the relayed alert, POST it to the api-server",
-                fp._ms(sup["median_ms"]),
-                fp._ms(sup["p99_ms"]),
-                fp._ms(sup["max_ms"]),
-            ]
-        ],
+                "  3 robots - 1 robot (p99 95% CI)",
+                f"{fan['median_ms'] - sup['median_ms']:+.1f} ms",
+                f"{fan['p99_ms'] - sup['p99_ms']:+.1f} ms ({low3:+.1f} to {high3:+.1f})",
+                "",
+            ],
+        ]
+    sup_table = fp._table(
+        ["supervisor, after the task process ended (off the task's path)", "p50", "p99", "max"], sup_rows
+    )
+    fan_note = (
+        f" With 3 robots: {fan['n']} timed posts, alternating A B / B A with the 1-robot ones (each "
+        f"api-server its own routing); rows that api-server queued {fan['queued']} = "
+        f"{fan['rows_per_call']} per alert x {fan['calls']}; requests the 3 robots received "
+        f"{fan['robot_requests']}."
+        if fan
+        else ""
     )
     return [
         "2. Failure path on 3.3.2: the task runner's finalize with ding_bot_backend = outbox_sender in a "
@@ -1137,7 +1214,13 @@ def failure_path3_report(r: dict) -> list[str]:
             f"{f['calls'][PATCHED]} calls, unpatched {f['relayed'][UNPATCHED]}; requests the robot "
             f"received {f['robot_requests']}. Supervisor: {sup['n']} timed posts (after "
             f"{sup['calls'] - sup['n']} warm-ups), one genuine failed try each with its own execution "
-            f"token; rows the api-server queued {sup['queued']}/{sup['calls']}.",
+            f"token; rows the api-server queued {sup['queued']}/{sup['calls']}." + fan_note,
+            100,
+        ),
+        textwrap.fill(
+            "3 robots on the task's path: finalize hands the alert to its supervisor as it is, whatever "
+            "the routing (the robots are chosen, one outbox row each, in the api-server), so the fan-out "
+            "adds nothing there; its cost is the api-server's, in the supervisor's post above.",
             100,
         ),
     ]
@@ -1296,11 +1379,16 @@ def failure_path_report(results: list[dict]) -> list[str]:
                     f"{fp._ms(off['median_ms'])} / {fp._ms(off['p99_ms'])}",
                 ]
             )
+            rows_per_call = r.get("rows_per_call", 1)
+            recorded = (
+                f"alerts recorded in the outbox {r['recorded']}/{r['patched_calls']}"
+                if rows_per_call == 1
+                else f"outbox rows recorded {r['recorded']} = {rows_per_call} per call x {r['patched_calls']}"
+            )
             notes.append(
                 f"{res['db']}, {label}: {p['n']} + {u['n']} timed calls (patched + unpatched), "
-                f"{profile_note(r)}; alerts recorded in the outbox {r['recorded']}/{r['patched_calls']} "
-                f"patched calls (warm-ups included); requests the robot received "
-                f"{r['robot_requests_incl_in_situ']}."
+                f"{profile_note(r)}; {recorded} patched calls (warm-ups included); requests the "
+                f"robot{'s' if rows_per_call > 1 else ''} received {r['robot_requests_incl_in_situ']}."
             )
     table = fp._table(
         [

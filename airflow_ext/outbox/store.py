@@ -139,21 +139,29 @@ class OutboxStore:
     ) -> bool:
         """Record ``alert`` for ``robot_key`` (named ``robot_ref``: its Connection id, or None for the
         ``[dingding]`` section); False if this try of this task was recorded for this robot before."""
+        return self.enqueue_for_robots(alert, [(robot_key, robot_ref)], at_ms=at_ms) == 1
+
+    def enqueue_for_robots(
+        self, alert: Alert, robots: Sequence[tuple[str, str | None]], *, at_ms: int | None = None
+    ) -> int:
+        """Record ``alert`` once for each ``(robot_key, robot_ref)``, in one transaction (a fan-out
+        costs one commit, not one per robot); returns how many rows were new."""
         at_ms = now_ms() if at_ms is None else at_ms
-        stored = _bounded(alert)
-        statement = self._insert_ignoring_duplicates(outbox, ["robot_key", "dedup_hash"]).values(
-            robot_key=robot_key,
-            robot_ref=robot_ref,
+        fields = dict(
             dedup_hash=dedup_hash(alert),
             dag_id=alert.dag_id[:250],
-            alert=json.dumps(stored.to_dict(), ensure_ascii=False),
+            alert=json.dumps(_bounded(alert).to_dict(), ensure_ascii=False),
             status=PENDING,
             attempts=0,
             created_at_ms=at_ms,
             next_attempt_at_ms=at_ms,
         )
+        insert = self._insert_ignoring_duplicates(outbox, ["robot_key", "dedup_hash"])
         with self.engine.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+            return sum(
+                conn.execute(insert.values(robot_key=key, robot_ref=ref, **fields)).rowcount
+                for key, ref in robots
+            )
 
     # -- claiming under the rate limit ------------------------------------------------------------
 

@@ -176,3 +176,15 @@ def test_a_schema_1_outbox_is_upgraded_in_place_and_its_alerts_still_go_to_dingd
     with engine.connect() as conn:
         (row,) = conn.execute(select(schema.outbox.c.robot_ref, schema.outbox.c.status)).all()
     assert tuple(row) == (None, PENDING)
+
+
+def test_a_fan_out_is_recorded_in_one_call_and_a_repeat_adds_nothing(store):
+    alert = make_alert(task_id="t0001")
+    robots = [("key-a", "team_a"), ("key-b", "team_b"), ("key-a", "team_a_alias")]
+
+    assert store.enqueue_for_robots(alert, robots) == 2  # one robot under two names: one row
+    assert store.enqueue_for_robots(alert, robots) == 0
+    assert sorted((r["robot_key"], r["robot_ref"]) for r in store.rows()) == [
+        ("key-a", "team_a"),
+        ("key-b", "team_b"),
+    ]

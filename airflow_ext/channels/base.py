@@ -252,3 +252,31 @@ class ChannelRobot:
             return int(answer[code_field])
         except (ValueError, KeyError, TypeError):
             return None
+
+
+class ErrcodeRobot(ChannelRobot):
+    """A channel that answers (almost) every request HTTP 200 with an ``errcode`` and ``errmsg``
+    (DingTalk, WeCom): success is HTTP 200 *and* ``errcode == 0``; the channel's code tables say
+    which refusals are worth another try and which mean the robot is throttled."""
+
+    THROTTLED_ERRCODES: ClassVar[frozenset[int]]
+    RETRYABLE_ERRCODES: ClassVar[frozenset[int]]
+    #: What to do about a permanent refusal, by errcode; ``{name}`` is the Connection (or section).
+    PERMANENT_ERRCODE_HINTS: ClassVar[dict[int, str]]
+    UNKNOWN_ERRCODE_HINT: ClassVar[str] = "refused"
+
+    def check_answer(self, response: requests.Response) -> dict[str, Any]:
+        answer, errcode = self.json_answer(response, "errcode")
+        if errcode == 0:
+            return answer
+        errmsg = str(answer.get("errmsg", ""))
+        retryable = errcode in self.RETRYABLE_ERRCODES
+        throttled = errcode in self.THROTTLED_ERRCODES
+        if throttled:
+            hint = f"throttled: more than {self.RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
+        elif retryable:
+            hint = f"{self.DISPLAY_NAME} is busy"
+        else:
+            hint = self.PERMANENT_ERRCODE_HINTS.get(errcode, self.UNKNOWN_ERRCODE_HINT)
+            hint = hint.format(name=self.connection_name())
+        raise self.refusal(response, errcode, errmsg, hint, retryable=retryable, throttled=throttled)

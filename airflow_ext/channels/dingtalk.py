@@ -14,11 +14,9 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
-import requests
-
 from airflow_ext.channels.base import (  # noqa: F401 - shared_session and encode_body: re-exported
     MSG_UUID_CHARS,
-    ChannelRobot,
+    ErrcodeRobot,
     encode_body,
     is_retryable_http_status,
     shared_session,
@@ -78,7 +76,7 @@ def is_retryable_errcode(errcode: int) -> bool:
     return errcode in RETRYABLE_ERRCODES
 
 
-class DingTalkRobot(ChannelRobot):
+class DingTalkRobot(ErrcodeRobot):
     """One DingTalk custom robot (``[dingding]`` or a ``dingding`` Connection)."""
 
     CHANNEL = "dingtalk"
@@ -86,6 +84,9 @@ class DingTalkRobot(ChannelRobot):
     MAX_BODY_BYTES = MAX_BODY_BYTES
     RATE_LIMIT_PER_MINUTE = RATE_LIMIT_PER_MINUTE
     THROTTLED_PAUSE_S = THROTTLED_PAUSE_S
+    THROTTLED_ERRCODES = THROTTLED_ERRCODES
+    RETRYABLE_ERRCODES = RETRYABLE_ERRCODES
+    PERMANENT_ERRCODE_HINTS = PERMANENT_ERRCODE_HINTS
 
     def payload(self, message: RenderedMessage, msg_uuid: str | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -106,19 +107,3 @@ class DingTalkRobot(ChannelRobot):
             timestamp_ms = int(time.time() * 1000)  # fresh for every request: DingTalk allows 1 h skew
             url = f"{url}&timestamp={timestamp_ms}&sign={sign(self.settings.secret, timestamp_ms)}"
         return url, body
-
-    def check_answer(self, response: requests.Response) -> dict[str, Any]:
-        """Success is HTTP 200 *and* ``errcode == 0``; DingTalk answers most errors with HTTP 200."""
-        answer, errcode = self.json_answer(response, "errcode")
-        if errcode == 0:
-            return answer
-        errmsg = str(answer.get("errmsg", ""))
-        retryable = is_retryable_errcode(errcode)
-        throttled = errcode in THROTTLED_ERRCODES
-        if throttled:
-            hint = f"throttled: more than {RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
-        elif retryable:
-            hint = "DingTalk is busy"
-        else:
-            hint = PERMANENT_ERRCODE_HINTS.get(errcode, "refused")
-        raise self.refusal(response, errcode, errmsg, hint, retryable=retryable, throttled=throttled)

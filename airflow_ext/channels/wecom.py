@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 
 from airflow_ext.alert import clean_text
-from airflow_ext.channels.base import ChannelRobot, encode_body
+from airflow_ext.channels.base import ErrcodeRobot, encode_body
 from airflow_ext.config import RobotSettings
 from airflow_ext.render import Markup, RenderedMessage, link_target
 
@@ -172,7 +172,7 @@ def is_retryable_errcode(errcode: int) -> bool:
     return errcode in RETRYABLE_ERRCODES
 
 
-class WeComRobot(ChannelRobot):
+class WeComRobot(ErrcodeRobot):
     """One WeCom group robot (a ``wecom`` Connection). See the module docstring for the message type."""
 
     CHANNEL = "wecom"
@@ -180,6 +180,10 @@ class WeComRobot(ChannelRobot):
     MAX_BODY_BYTES = MAX_BODY_BYTES
     RATE_LIMIT_PER_MINUTE = RATE_LIMIT_PER_MINUTE
     THROTTLED_PAUSE_S = THROTTLED_PAUSE_S
+    THROTTLED_ERRCODES = THROTTLED_ERRCODES
+    RETRYABLE_ERRCODES = RETRYABLE_ERRCODES
+    PERMANENT_ERRCODE_HINTS = PERMANENT_ERRCODE_HINTS
+    UNKNOWN_ERRCODE_HINT = UNKNOWN_ERRCODE_HINT
     #: The markup of a robot without mentions; a robot with mentions uses WECOM_TEXT (per instance).
     MARKUP = WECOM_MARKDOWN
 
@@ -216,21 +220,3 @@ class WeComRobot(ChannelRobot):
 
     def credential(self) -> str:
         return parse_qs(urlsplit(self.settings.url).query).get("key", [""])[0]
-
-    def check_answer(self, response: requests.Response) -> dict[str, Any]:
-        """Success is HTTP 200 *and* ``errcode == 0``; WeCom answers most errors with HTTP 200."""
-        answer, errcode = self.json_answer(response, "errcode")
-        if errcode == 0:
-            return answer
-        errmsg = str(answer.get("errmsg", ""))
-        retryable = is_retryable_errcode(errcode)
-        throttled = errcode in THROTTLED_ERRCODES
-        if throttled:
-            hint = f"throttled: more than {RATE_LIMIT_PER_MINUTE} messages a minute to this robot"
-        elif retryable:
-            hint = "WeCom is busy"
-        else:
-            hint = PERMANENT_ERRCODE_HINTS.get(errcode, UNKNOWN_ERRCODE_HINT).format(
-                name=self.connection_name()
-            )
-        raise self.refusal(response, errcode, errmsg, hint, retryable=retryable, throttled=throttled)

@@ -11,17 +11,17 @@ looks like this (a group per DAG run, in first-seen order)::
 
     **orders_daily** · run scheduled__2026-11-20T00:00:00+00:00
 
-    - load_orders [map index 3] · try 3 of 3 · failed · ValueError · [log](http://...)
-    - check_orders · try 1 of 3 · will retry · [log](http://...)
+    - load_orders [map index 3] · try 3 of 3 · failed · ValueError · on worker-2 · [log](http://...)
+    - check_orders · try 1 of 3 · will retry · on worker-1 · [log](http://...)
 
     **billing** · run ...
 
     @13800000000
 
-Each entry is named whole (task, map index, try, retry or final failure, exception type, log link);
-messages and tracebacks are left out, they are one tap away behind the link. Only an alert whose
-entry cannot fit even alone is shortened (its ids cut, never inside a UTF-8 character), so that it
-is still reported.
+Each entry is named whole (task, map index, try, retry or final failure, exception type, the host
+that ran the try, log link); messages and tracebacks are left out, they are one tap away behind the
+link. Only an alert whose entry cannot fit even alone is shortened (its ids cut, never inside a
+UTF-8 character), so that it is still reported.
 
 Sizes are counted incrementally, not by re-encoding the message for every entry: JSON escaping is
 per character, so the encoded size of a text is the sum of the encoded sizes of its pieces. The
@@ -56,6 +56,8 @@ BLOCK_SEP = "\n\n"
 ENTRY_SEP = "\n"
 #: Between the fields of an entry, and between the DAGs of the counts line.
 FIELD_SEP = " · "
+#: Before the host that ran the try, in an entry.
+HOST_PREFIX = "on "
 #: Marks an id that was cut to make a lone, oversized alert fit.
 CUT = "…"
 #: ``fits`` is asked about budgets up to this many bytes; beyond it the budget counts as this.
@@ -146,6 +148,8 @@ def _entry(
     ]
     if alert.exception_type:
         fields.append(shown(alert.exception_type))
+    if alert.hostname:  # which node: a storm over many workers is often one bad node
+        fields.append(f"{HOST_PREFIX}{shown(alert.hostname)}")
     if with_log_url and alert.log_url:
         fields.append(markup.link("log", short_log_url(alert.log_url)))
     return _Entry(alert, shown(alert.dag_id), shown(alert.run_id), markup.list_item + FIELD_SEP.join(fields))

@@ -149,7 +149,7 @@ def test_retries_only_are_told_apart():
     (digest,) = render_digests(alerts, fits=lambda m: True)
 
     assert blocks(digest)[0] == "#### 🟠 3 failed Airflow tries, will retry"
-    assert "- t0 · try 1 of 3 · will retry · ValueError · [log](" in digest.message.text
+    assert "- t0 · try 1 of 3 · will retry · ValueError · on worker-7 · [log](" in digest.message.text
 
 
 def test_single_alert_digest_is_singular():
@@ -157,7 +157,8 @@ def test_single_alert_digest_is_singular():
 
     assert digest.message.title == "Airflow: 1 task failure"
     assert blocks(digest)[0] == "#### 🔴 1 Airflow task failure"
-    assert "- load_orders [map index 4] · try 3 of 3 · failed · ValueError · [log](" in digest.message.text
+    entry = "- load_orders [map index 4] · try 3 of 3 · failed · ValueError · on worker-7 · [log]("
+    assert entry in digest.message.text
 
 
 def test_keyword_is_in_title_and_heading_once():

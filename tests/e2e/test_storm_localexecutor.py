@@ -51,7 +51,7 @@ SETTLE_TIMEOUT_S = 30
 
 # -- reading what the group saw --------------------------------------------------------------------
 
-SINGLE_FIELD = re.compile(r"^\*\*(DAG|Task|Run|Try):\*\* (.+?)\s*$", re.M)
+SINGLE_FIELD = re.compile(r"^\*\*(DAG|Task|Run|Try|Host):\*\* (.+?)\s*$", re.M)
 SINGLE_TRY = re.compile(r"^(\d+) of (\d+) \((final failure|will retry)\)$")
 DIGEST_HEADING = re.compile(r"^#### 🔴 (\d+) Airflow task failures?\b")
 DIGEST_GROUP = re.compile(r"^\*\*(.+?)\*\* · run (.+)$")
@@ -59,11 +59,12 @@ DIGEST_ENTRY = re.compile(
     r"^- (?P<task>.+?)(?: \[map index (?P<index>\d+)\])? · try (?P<try>\d+) of (?P<of>\d+)"
     r" · (?P<outcome>failed|will retry)(?: · |$)"
 )
+DIGEST_HOST = re.compile(r" · on (?P<host>.+?)(?: · \[log\]\(|$)")
 #: A JSON Web Token (header.payload.signature, base64url), as Airflow 3 gives each try.
 JWT = re.compile(r"\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]{10,}")
 TASK_WITH_INDEX = re.compile(r"^(?P<task>.+?)(?: \[map index (?P<index>\d+)\])?$")
 
-Named = collections.namedtuple("Named", "dag run task map_index try_number attempts outcome")
+Named = collections.namedtuple("Named", "dag run task map_index try_number attempts outcome host")
 
 
 def named_in(message_text: str) -> list[Named]:
@@ -76,7 +77,16 @@ def named_in(message_text: str) -> list[Named]:
         outcome = "failed" if tried[3] == "final failure" else "will retry"
         index = int(task["index"]) if task["index"] else -1
         return [
-            Named(fields["DAG"], fields["Run"], task["task"], index, int(tried[1]), int(tried[2]), outcome)
+            Named(
+                fields["DAG"],
+                fields["Run"],
+                task["task"],
+                index,
+                int(tried[1]),
+                int(tried[2]),
+                outcome,
+                fields.get("Host"),
+            )
         ]
 
     heading = DIGEST_HEADING.match(message_text)
@@ -88,8 +98,17 @@ def named_in(message_text: str) -> list[Named]:
         elif match := DIGEST_ENTRY.match(line):
             assert group, f"an entry outside of a run's group:\n{message_text}"
             index = int(match["index"]) if match["index"] else -1
+            host = DIGEST_HOST.search(line)
             named.append(
-                Named(*group, match["task"], index, int(match["try"]), int(match["of"]), match["outcome"])
+                Named(
+                    *group,
+                    match["task"],
+                    index,
+                    int(match["try"]),
+                    int(match["of"]),
+                    match["outcome"],
+                    host["host"] if host else None,
+                )
             )
     assert len(named) == int(heading[1]), f"the heading's count is not the entries':\n{message_text}"
     return named

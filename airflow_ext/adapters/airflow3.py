@@ -112,16 +112,15 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any =
         relayed = handoff.take_alert(ti.id, ti.try_number)
         note = handoff.take(ti.id, ti.try_number)
         handoff.remove_stale()
-        with _execution_api_of(client):
-            if relayed is not None:
-                deliver_alert(Alert.from_dict(relayed))
-                return
+        if relayed is not None:
+            alert = Alert.from_dict(relayed)
+        else:
             kind = alert_kind(state)
-            if note is None or kind is None:
-                return
-            if not getattr(note, FLAG_FOR_KIND[kind]):
-                return
-            deliver_alert(_killed_process_alert(ti, exit_code, kind, note))
+            if note is None or kind is None or not getattr(note, FLAG_FOR_KIND[kind]):
+                return  # most tries: nothing to send, and nothing to set up for it
+            alert = _killed_process_alert(ti, exit_code, kind, note)
+        with _execution_api_of(client):
+            deliver_alert(alert)
     except Exception:
         log.exception("DingTalk alert for %s was not sent", _name(ti))
 
@@ -132,7 +131,13 @@ def _execution_api_of(client: Any):
     token = getattr(getattr(client, "auth", None), "token", None)
     url = str(getattr(client, "base_url", "") or "")
     if token and url.startswith(("http://", "https://")):
-        mask_secret(token)
+        # The Task SDK's masker only: the supervisor resets it for every workload. Core's masker
+        # is never reset in a worker, and rebuilds one regex of every secret it holds per secret
+        # added, so a token a try masked there made every later try's alert slower (Celery and
+        # LocalExecutor workers run many supervisors in one long-lived process).
+        from airflow.sdk.log import mask_secret as mask_in_task_sdk
+
+        mask_in_task_sdk(token)
         reset = _EXECUTION_API.set((url, token))
     else:  # a dry-run client, or none: the outbox is reached some other way, or not at all
         reset = _EXECUTION_API.set(None)

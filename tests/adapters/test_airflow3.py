@@ -244,3 +244,39 @@ def test_the_api_server_unreachable_is_logged_once_and_bounded(outbox_backend, n
     assert time.monotonic() - started < 2 + 0.5
     lines = [line for line in logged(caplog, capsys).splitlines() if "not delivered" in line]
     assert len(lines) == 1 and "http://127.0.0.1:9/dingbot/outbox/alerts did not answer" in lines[0]
+
+
+def test_a_long_lived_worker_masks_each_tries_token_where_the_supervisor_resets_it(
+    outbox_backend, no_database, api_server, capsys
+):
+    """Celery and LocalExecutor workers run many supervisors in one process. Each try's token is
+    masked in the Task SDK's masker, which the supervisor resets per workload, never in core's,
+    which nothing resets in a worker and which recompiles one regex of all its secrets per secret
+    added: there, every try made every later try's alert slower."""
+    from airflow._shared.secrets_masker.secrets_masker import _secrets_masker as core_masker
+    from airflow.sdk.log import redact
+
+    core_patterns = set(core_masker().patterns)
+    for n in range(5):
+        ti = runtime_ti(ding_on_failure=True)
+        ti.id = f"0192-ti-{n}"
+        client = supervisor_client(api_server)
+        client.auth.token = token = f"eyJhbGciOiJIUzUxMiJ9.eyJ0cnkiOi{n}J9.dHJ5LXNpZ25hdHVyZS0{n}"
+        airflow3.task_started(ti)
+        airflow3.task_process_ended(ti, -signal.SIGKILL, "failed", client)
+        assert redact(f"token {token}") == "token ***", "the try's token is masked"
+        assert token not in capsys.readouterr().out
+    assert len(api_server.seen) == 5
+    assert core_masker().patterns == core_patterns, "core's masker did not grow"
+
+
+def test_a_try_without_an_alert_masks_nothing(sent):
+    from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker as sdk_masker
+
+    before = set(sdk_masker().patterns)
+    ti = runtime_ti()  # no flags: nothing to send
+    airflow3.task_started(ti)
+    client = supervisor_client(SimpleNamespace(url="http://h/x"))
+    client.auth.token = "eyJhbGciOiJIUzUxMiJ9.eyJ0cnkiOiJub25lIn0.bm8tYWxlcnQtc2lnbmF0dXJl"
+    airflow3.task_process_ended(ti, 0, "failed", client)
+    assert sent == [] and sdk_masker().patterns == before

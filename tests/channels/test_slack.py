@@ -496,7 +496,7 @@ def test_digests_use_the_slack_markup(webhook):
     assert len(digest.alerts) == 30 and message["pinged"] == [ONCALL]
     assert [label for _, label in message["links"]] == ["log"] * 30
     assert message["links"][0][0] == "http://airflow.example/log?task=0&try=1"
-    assert "• task_0* · try 3 of 3 · failed · ValueError · log" in message["shown"]
+    assert "• task_0* · try 3 of 3 · failed · ValueError · on worker-7 · log" in message["shown"]
 
 
 def test_markup_is_slacks():

@@ -101,23 +101,30 @@ def _hostname() -> str:
     return get_hostname()
 
 
+def send_test_to_robot(name: str) -> tuple[Any, Any]:
+    """Send a sample alert straight to the robot ``name`` (a Connection id or ``[dingding]``),
+    within the deadline; returns the robot and its answer, raises DingbotError otherwise."""
+    policy = config.load_retry_policy()
+    robot = robot_named(name)
+    body = robot.body_for(sample_alert())
+
+    def send() -> Any:
+        return deliver(
+            lambda t: robot.post(body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s),
+            policy,
+            deadline_at=current_deadline(),
+        )
+
+    return robot, run_within(send, policy.deadline_s)
+
+
 def send_test_alert(conn_id: str | None = None) -> str:
     """Send a sample alert through the configured backend, or straight to the robot ``conn_id``
     (a Connection id or ``[dingding]``); return the robot's answer as text."""
-    policy = config.load_retry_policy()
     if conn_id:
-        robot = robot_named(conn_id)
-        body = robot.body_for(sample_alert())
-
-        def send() -> Any:
-            return deliver(
-                lambda t: robot.post(body, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s),
-                policy,
-                deadline_at=current_deadline(),
-            )
-
-        answer = run_within(send, policy.deadline_s)
+        robot, answer = send_test_to_robot(conn_id)
         return f"sent to {conn_id} ({robot.DISPLAY_NAME}); the robot answered: {answer!r}"
+    policy = config.load_retry_policy()
     backend = config.load_backend()
     answer = run_within(lambda: backend(sample_alert()), policy.deadline_s)
     return f"sent through {config.backend_path()}; the robot answered: {answer!r}"

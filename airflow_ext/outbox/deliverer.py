@@ -43,6 +43,15 @@ def schedule_for(robot: ChannelRobot, schedule: DeliverySchedule) -> DeliverySch
     )
 
 
+def answer_text(answer: object) -> str:
+    """A robot's answer as one line of text (``{"errcode": 0, "errmsg": "ok"}``, or Slack's ``ok``)."""
+    import json
+
+    if isinstance(answer, (dict, list)):
+        return json.dumps(answer, ensure_ascii=False, sort_keys=True)
+    return str(answer)
+
+
 class Deliverer:
     """Delivers one robot's alerts (of one robot name, with ``robot_ref``; of any, without)."""
 
@@ -190,13 +199,19 @@ class Deliverer:
 
     # -- one message ------------------------------------------------------------------------------
 
+    def _record_answer(self, answer: str, at_ms: int) -> None:
+        try:
+            self.store.record_answer(self.robot_key, answer, at_ms=at_ms)
+        except Exception:  # only the Alerts page reads it: never worth failing a delivery for
+            log.warning("Could not record the answer of the robot %s", self.robot.name, exc_info=True)
+
     def _send(self, group: Sequence[OutboxAlert]) -> int | None:
         """Send one claimed group and settle it; returns the pause end if the robot throttled us."""
         ids = [item.id for item in group]
         what = f"{len(group)} alert{'s' if len(group) > 1 else ''}"
         try:
             body, msg_uuid = self.body_for(group)
-            self.robot.post(
+            answer = self.robot.post(
                 body,
                 connect_timeout_s=self.policy.connect_timeout_s,
                 read_timeout_s=self.policy.read_timeout_s,
@@ -210,6 +225,7 @@ class Deliverer:
             )
         sent_at = now_ms()
         self.store.mark_sent(ids, self.worker_id, msg_uuid, at_ms=sent_at)
+        self._record_answer(answer_text(answer), sent_at)
         self.stats.incr("dingbot.outbox.messages_sent")
         self.stats.incr("dingbot.outbox.sent", len(group))
         if len(group) > 1:
@@ -223,6 +239,7 @@ class Deliverer:
         self, group: Sequence[OutboxAlert], ids: list[int], what: str, err: DeliveryError
     ) -> int | None:
         now = now_ms()
+        self._record_answer(str(err), now)
         if err.throttled:
             pause_s = err.retry_after_s if err.retry_after_s is not None else self.schedule.throttled_pause_s
             until = now + int(pause_s * 1000)

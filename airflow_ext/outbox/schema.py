@@ -30,8 +30,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 log = logging.getLogger(__name__)
 
-#: 1: the first schema; 2: ``dingbot_outbox.robot_ref``, the robot's name (Connection id).
-SCHEMA_VERSION = 2
+#: 1: the first schema; 2: ``dingbot_outbox.robot_ref``, the robot's name (Connection id);
+#: 3: ``dingbot_robot.last_answer`` and ``last_answer_ms``, what the robot last said (the Alerts page).
+SCHEMA_VERSION = 3
 _CREATE_ATTEMPTS = 5
 
 #: Integer primary keys autoincrement as BIGINT where the database has it, INTEGER on SQLite.
@@ -74,6 +75,9 @@ robots = Table(
     Column("paused_until_ms", BigInteger, nullable=False, default=0),
     Column("pause_reason", String(1000)),
     Column("last_send_ms", BigInteger, nullable=False, default=0),
+    # The robot's answer to the last message sent to it (or why it got none), never a credential.
+    Column("last_answer", String(1000)),
+    Column("last_answer_ms", BigInteger),
 )
 
 #: One row per message sent (or attempted) to a robot: the rolling rate-limit window.
@@ -103,17 +107,25 @@ def schema_is_current(engine: Engine) -> bool:
     return version == str(SCHEMA_VERSION)
 
 
+#: Columns added after schema 1, in order: (table, column, its SQL type).
+_ADDED_COLUMNS = (
+    (outbox.name, "robot_ref", "VARCHAR(250)"),
+    (robots.name, "last_answer", "VARCHAR(1000)"),
+    (robots.name, "last_answer_ms", "BIGINT"),
+)
+
+
 def _upgrade(engine: Engine) -> None:
     """Bring tables of an older schema up to SCHEMA_VERSION (idempotent: a concurrent upgrade is fine)."""
-    columns = {column["name"] for column in inspect(engine).get_columns(outbox.name)}
-    if "robot_ref" not in columns:
+    for table, column, sql_type in _ADDED_COLUMNS:
+        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
         try:
             with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {outbox.name} ADD COLUMN robot_ref VARCHAR(250)"))
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
         except DBAPIError:
-            columns = {column["name"] for column in inspect(engine).get_columns(outbox.name)}
-            if "robot_ref" not in columns:  # not a concurrent upgrade that won: a real failure
-                raise
+            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise  # not a concurrent upgrade that won: a real failure
     with engine.begin() as conn:
         conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 

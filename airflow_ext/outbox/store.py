@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, true, update
 from sqlalchemy.engine import Connection, Engine
 
 from airflow_ext.alert import Alert
@@ -105,6 +105,42 @@ class RobotStatus:
     sent_last_minute: int
     #: The names (Connection ids) alerts were queued under for this robot.
     names: tuple[str, ...] = ()
+    #: Alerts delivered in the last ``day_s`` (24 h unless asked otherwise).
+    sent_last_day: int = 0
+    #: Why the dead letters died: ``(reason, how many)``, most frequent first.
+    dead_reasons: tuple[tuple[str, int], ...] = ()
+    #: What the robot answered the last message sent to it, and when (None: never sent).
+    last_answer: str | None = None
+    last_answer_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One outbox row as the Alerts page shows it."""
+
+    id: int
+    robot_key: str
+    robot_ref: str | None
+    status: str
+    alert: Alert
+    attempts: int
+    created_at_ms: int
+    sent_at_ms: int | None
+    last_error: str | None
+    message_uuid: str | None
+
+    @property
+    def robot_name(self) -> str:
+        return self.robot_ref or "[dingding]"
+
+
+@dataclass(frozen=True)
+class SendReservation:
+    """The answer of :meth:`OutboxStore.reserve_send`: reserved, or how long to wait and why."""
+
+    reserved: bool
+    wait_s: float = 0.0
+    reason: str | None = None
 
 
 class OutboxStore:
@@ -342,9 +378,25 @@ class OutboxStore:
 
     # -- operating --------------------------------------------------------------------------------
 
-    def status(self, *, at_ms: int | None = None, window_s: float = 60.0) -> list[RobotStatus]:
+    def status(
+        self, *, at_ms: int | None = None, window_s: float = 60.0, day_s: float = 86_400.0
+    ) -> list[RobotStatus]:
         at_ms = now_ms() if at_ms is None else at_ms
         with self.engine.connect() as conn:
+            sent_recently = dict(
+                conn.execute(
+                    select(outbox.c.robot_key, func.count())
+                    .where(outbox.c.status == SENT, outbox.c.sent_at_ms > at_ms - int(day_s * 1000))
+                    .group_by(outbox.c.robot_key)
+                ).all()
+            )
+            reasons: dict[str, list[tuple[str, int]]] = {}
+            for key, reason, n in conn.execute(
+                select(outbox.c.robot_key, outbox.c.last_error, func.count())
+                .where(outbox.c.status == DEAD)
+                .group_by(outbox.c.robot_key, outbox.c.last_error)
+            ).all():
+                reasons.setdefault(key, []).append((reason or "(no reason recorded)", int(n)))
             counts = conn.execute(
                 select(
                     outbox.c.robot_key, outbox.c.status, func.count(), func.min(outbox.c.created_at_ms)
@@ -385,6 +437,10 @@ class OutboxStore:
                     pause_reason=robot.pause_reason if robot else None,
                     sent_last_minute=int(recent.get(key, 0)),
                     names=tuple(sorted(refs.get(key, ()))),
+                    sent_last_day=int(sent_recently.get(key, 0)),
+                    dead_reasons=tuple(sorted(reasons.get(key, ()), key=lambda item: (-item[1], item[0]))),
+                    last_answer=robot.last_answer if robot else None,
+                    last_answer_ms=robot.last_answer_ms if robot else None,
                 )
             )
         return result
@@ -416,26 +472,116 @@ class OutboxStore:
                 conn.execute(select(func.count()).where(outbox.c.status.in_((PENDING, CLAIMED)))).scalar()
             )
 
-    def retry_dead(self, robot_key: str | None = None, *, at_ms: int | None = None) -> int:
-        """Put dead letters back in the queue (after the configuration was fixed)."""
+    def retry_dead(
+        self, robot_key: str | None = None, *, ids: Sequence[int] | None = None, at_ms: int | None = None
+    ) -> int:
+        """Put dead letters back in the queue (after the configuration was fixed): every one, a
+        robot's, or only ``ids`` (of that robot, if given); a robot's pause after a throttle ends."""
         at_ms = now_ms() if at_ms is None else at_ms
         condition = [outbox.c.status == DEAD]
         if robot_key:
             condition.append(outbox.c.robot_key == robot_key)
+        if ids is not None:
+            condition.append(outbox.c.id.in_(list(ids)))
         with self.engine.begin() as conn:
-            if robot_key is None:
-                conn.execute(update(robots).values(paused_until_ms=0, pause_reason=None))
+            if ids is not None:
+                keys = {row[0] for row in conn.execute(select(outbox.c.robot_key).where(*condition)).all()}
+                unpause = robots.c.robot_key.in_(keys)
             else:
-                conn.execute(
-                    update(robots)
-                    .where(robots.c.robot_key == robot_key)
-                    .values(paused_until_ms=0, pause_reason=None)
-                )
+                unpause = robots.c.robot_key == robot_key if robot_key else true()
+            conn.execute(update(robots).where(unpause).values(paused_until_ms=0, pause_reason=None))
             return conn.execute(
                 update(outbox)
                 .where(*condition)
                 .values(status=PENDING, next_attempt_at_ms=at_ms, last_error=None)
             ).rowcount
+
+    def record_answer(self, robot_key: str, answer: str, *, at_ms: int | None = None) -> None:
+        """What the robot answered the last message (or why it got none), for the Alerts page."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(robots)
+                .where(robots.c.robot_key == robot_key)
+                .values(last_answer=answer[:1000], last_answer_ms=at_ms)
+            )
+
+    def reserve_send(
+        self, robot_key: str, *, rate_limit: int, window_s: float, at_ms: int | None = None
+    ) -> SendReservation:
+        """Count one message outside the deliverers' plans (a test alert) in the robot's window,
+        unless the robot is paused or its window is full: the test must not get it throttled."""
+        window_ms = int(window_s * 1000)
+        self._ensure_robot_row(robot_key)
+        with self.engine.begin() as conn:
+            robot = self._lock_robot(conn, robot_key)
+            at_ms = now_ms() if at_ms is None else at_ms
+            if robot.paused_until_ms > at_ms:
+                return SendReservation(
+                    False, (robot.paused_until_ms - at_ms) / 1000, robot.pause_reason or "the robot is paused"
+                )
+            used, oldest_ms = conn.execute(
+                select(func.count(), func.min(send_log.c.sent_at_ms)).where(
+                    send_log.c.robot_key == robot_key, send_log.c.sent_at_ms > at_ms - window_ms
+                )
+            ).one()
+            if int(used) >= rate_limit:
+                return SendReservation(
+                    False,
+                    max(0.0, (oldest_ms + window_ms - at_ms) / 1000),
+                    f"the robot's {rate_limit} messages per {window_s:g} s are used",
+                )
+            conn.execute(send_log.insert().values(robot_key=robot_key, sent_at_ms=at_ms))
+            conn.execute(update(robots).where(robots.c.robot_key == robot_key).values(last_send_ms=at_ms))
+        return SendReservation(True)
+
+    def recent(
+        self,
+        *,
+        limit: int = 50,
+        dag_id: str | None = None,
+        status: str | None = None,
+        dag_ids: Iterable[str] | None = None,
+        robot_key: str | None = None,
+    ) -> list[OutboxEntry]:
+        """The newest outbox rows, optionally of one DAG, one status, one robot, or only ``dag_ids``
+        (those the user may read)."""
+        condition = []
+        if dag_id:
+            condition.append(outbox.c.dag_id == dag_id)
+        if status:
+            condition.append(outbox.c.status == status)
+        if robot_key:
+            condition.append(outbox.c.robot_key == robot_key)
+        if dag_ids is not None:
+            allowed = list(dag_ids)
+            if not allowed:
+                return []
+            condition.append(outbox.c.dag_id.in_(allowed))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox).where(*condition).order_by(outbox.c.id.desc()).limit(limit)
+            ).all()
+        return [
+            OutboxEntry(
+                id=r.id,
+                robot_key=r.robot_key,
+                robot_ref=r.robot_ref,
+                status=r.status,
+                alert=Alert.from_dict(json.loads(r.alert)),
+                attempts=r.attempts,
+                created_at_ms=r.created_at_ms,
+                sent_at_ms=r.sent_at_ms,
+                last_error=r.last_error,
+                message_uuid=r.message_uuid,
+            )
+            for r in rows
+        ]
+
+    def dag_ids(self) -> list[str]:
+        """Every DAG with an alert in the outbox (the Alerts page's DAG filter)."""
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(outbox.c.dag_id).distinct()).all())
 
     def purge(self, older_than_s: float, *, at_ms: int | None = None) -> int:
         """Delete delivered alerts sent more than ``older_than_s`` ago."""

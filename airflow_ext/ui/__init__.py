@@ -1,0 +1,1 @@
+"""The Alerts page in Airflow's UI and the HTML rendering of robot messages."""

@@ -11,10 +11,13 @@ Used by the demo and the tests. It imitates what a client of the real service ca
 
 On top of that it has failure modes a real network can produce (``hang``, ``slow``, ``http500``,
 ``garbage``, ``errcode``) and HTTP control endpoints (``/_messages``, ``/_requests``, ``/_control``,
-``/_reset``) so a robot running in another process can be driven by tests.
+``/_reset``) so a robot running in another process can be driven by tests. ``GET /`` (or ``/inbox``)
+is a page of the messages it accepted, newest first, each drawn as the group's client shows it
+(:mod:`airflow_ext.ui.message_html`, which needs markdown-it-py: without it the page shows the text
+the console shows).
 
-Standard library only; it must stay importable without Airflow. It never prints or logs the access
-token or the secret.
+Standard library only; it must stay importable without Airflow. It never prints, logs or shows the
+access token or the secret.
 
 Run it on its own with ``python -m airflow_ext.fake_robot --help``.
 """
@@ -27,6 +30,7 @@ import collections
 import copy
 import hashlib
 import hmac
+import html
 import json
 import os
 import signal
@@ -47,6 +51,8 @@ __all__ = [
     "WINDOW_S",
     "compute_sign",
     "main",
+    "message_appender",
+    "read_messages_file",
     "render_message",
 ]
 
@@ -72,6 +78,9 @@ MSG_TOO_LONG = "message too long"
 MSG_TOO_FAST = "send too fast, exceed 20 times per minute"
 
 SEND_PATH = "/robot/send"
+INBOX_PATHS = ("/", "/inbox")
+#: Seconds between the inbox page's checks for new messages.
+INBOX_POLL_S = 3
 MODES = ("ok", "hang", "slow", "http500", "garbage", "errcode")
 GARBAGE_BODY = b"<html>oops</html>"
 HTTP500_BODY = b"internal server error"
@@ -213,6 +222,91 @@ def render_message(body: dict[str, Any], pinged: list[str], at_all: bool) -> str
     return "\n".join(lines)
 
 
+# --- the inbox page -------------------------------------------------------------------------
+
+
+def _is_record(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("body"), dict)
+        and isinstance(record.get("received_at"), (int, float))
+    )
+
+
+def _received_html(record: dict[str, Any]) -> str:
+    try:
+        when = float(record["received_at"])
+        shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+        machine = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    except (OverflowError, OSError, ValueError):  # a record from a file may hold any number
+        return "<time>at an unknown time</time>"
+    return f'<time datetime="{machine}">{shown}</time>'
+
+
+#: How each channel's fake names "everyone" among whom a message pinged.
+_EVERYONE = {"all", "@all", "!channel", "!here", "!everyone"}
+
+
+def _pings_html(record: dict[str, Any]) -> str:
+    pinged = [str(who) for who in record.get("pinged") or []]
+    names = list(dict.fromkeys("@" + who.lstrip("!@") for who in pinged))
+    if record.get("at_all") and not _EVERYONE & set(pinged):
+        names.insert(0, "@all")
+    if not names:
+        return '<span class="inbox-nobody">nobody</span>'
+    return " ".join(f'<span class="inbox-ping">{html.escape(name)}</span>' for name in names)
+
+
+_INBOX_CSS = """
+body { margin: 0; background: #eef0f3; color: #1f2329;
+  font: 14px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", "Noto Sans CJK SC", Arial, sans-serif; }
+header { position: sticky; top: 0; z-index: 1; padding: 12px 24px; background: #fff;
+  border-bottom: 1px solid #dfe1e5; }
+header h1 { margin: 0; font-size: 17px; }
+header p { margin: 2px 0 0; color: #646a73; font-size: 13px; }
+main { max-width: 820px; margin: 0 auto; padding: 16px 24px 40px; }
+.inbox-message { display: flex; gap: 10px; margin: 0 0 18px; }
+.inbox-avatar { flex: none; width: 36px; height: 36px; border-radius: 50%; background: #3370ff;
+  color: #fff; font-size: 17px; font-weight: 600; line-height: 36px; text-align: center; }
+.inbox-content { min-width: 0; flex: 1; }
+.inbox-meta { margin: 0 0 4px; color: #8f959e; font-size: 12px; }
+.inbox-ping { color: #1677ff; font-weight: 500; }
+.inbox-text { margin: 0; padding: 10px 14px; background: #fff; border-radius: 4px 14px 14px 14px;
+  white-space: pre-wrap; font: 13px/1.5 ui-monospace, Menlo, Consolas, monospace; }
+.inbox-empty { color: #8f959e; text-align: center; margin-top: 48px; }
+""".strip()
+
+#: The page; the script reloads it when the robot's messages change (checked every few seconds).
+_INBOX_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+{css}
+</style>
+</head>
+<body data-count="{count}">
+<header><h1>{name}</h1><p>{summary}</p></header>
+<main>
+{messages}
+</main>
+<script>
+setInterval(function () {{
+  fetch("/_messages", {{cache: "no-store"}})
+    .then(function (answer) {{ return answer.json(); }})
+    .then(function (messages) {{
+      if (messages.length !== Number(document.body.dataset.count)) location.reload();
+    }})
+    .catch(function () {{}});
+}}, {poll_ms});
+</script>
+</body>
+</html>
+"""
+
+
 # --- HTTP plumbing --------------------------------------------------------------------------
 
 
@@ -282,7 +376,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         path = urllib.parse.urlsplit(self.path).path
         robot = self.server.robot
-        if path == "/_messages":
+        if path in INBOX_PATHS:
+            self._send(200, robot.inbox_html().encode("utf-8"), "text/html; charset=utf-8")
+        elif path == "/_messages":
             self._send_json(200, robot.messages)
         elif path == "/_requests":
             self._send_json(200, robot.requests)
@@ -331,6 +427,8 @@ class FakeRobot:
     OK = (ERR_OK, MSG_OK)
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "DingTalk"
+    #: The channel as airflow_ext.ui.message_html names it, to draw the inbox.
+    CHANNEL = "dingtalk"
     #: The channel's defaults: the token a test robot takes, its limits, and which of the base
     #: class's features the channel has (a channel without them ignores the arguments).
     DEFAULT_TOKEN = "test-token"
@@ -510,6 +608,15 @@ class FakeRobot:
             self._mode_kw = {}
             self._cond.notify_all()
 
+    def load_messages(self, records: list[dict[str, Any]]) -> int:
+        """Keep ``records`` (from :func:`read_messages_file`) as messages received before this robot
+        started, for the inbox and ``/_messages``; they count toward no limit. Returns how many."""
+        kept = [copy.deepcopy(record) for record in records if _is_record(record)]
+        with self._cond:
+            self._messages[:0] = kept
+            self._cond.notify_all()
+        return len(kept)
+
     def wait_for_messages(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -593,6 +700,45 @@ class FakeRobot:
     def render(self, record: dict[str, Any]) -> str:
         """An accepted message as the group would see it, for the console."""
         return render_message(record["body"], record["pinged"], record["at_all"])
+
+    def inbox_html(self) -> str:
+        """The inbox page: every accepted message, newest first, when it came, drawn as the group's
+        client shows it, and whom it pinged. No URL, token or secret."""
+        try:  # it needs markdown-it-py, which comes with Airflow; the robot runs without either
+            from airflow_ext.ui import message_html
+        except ImportError:
+            message_html = None
+        messages = self.messages
+        items = []
+        # The channel's initial, not an emoji: a machine without an emoji font draws a box.
+        avatar = html.escape(self.CHANNEL_NAME[:1])
+        for record in reversed(messages):
+            if message_html is not None:
+                shown = message_html.render_payload_html(self.CHANNEL, record["body"])
+            else:
+                shown = f'<pre class="inbox-text">{html.escape(self._console_text(record))}</pre>'
+            items.append(
+                f'<article class="inbox-message"><div class="inbox-avatar" aria-hidden="true">{avatar}</div>'
+                f'<div class="inbox-content"><div class="inbox-meta">{_received_html(record)}'
+                f" · pinged {_pings_html(record)}</div>{shown}</div></article>"
+            )
+        count = f"{len(messages)} message{'' if len(messages) == 1 else 's'}"
+        name = html.escape(f"Fake {self.CHANNEL_NAME} robot")
+        return _INBOX_PAGE.format(
+            title=f"{name}: {count}",
+            name=name,
+            count=len(messages),
+            summary=f"{count} received, newest first" if messages else "No messages yet",
+            css=_INBOX_CSS + "\n" + (message_html.MESSAGE_CSS if message_html is not None else ""),
+            messages="\n".join(items) or '<p class="inbox-empty">Messages the robot accepts appear here.</p>',
+            poll_ms=INBOX_POLL_S * 1000,
+        )
+
+    def _console_text(self, record: dict[str, Any]) -> str:
+        try:
+            return self.render(record)
+        except Exception:  # noqa: BLE001 - a record loaded from a file may lack what render() reads
+            return json.dumps(record.get("body"), ensure_ascii=False, indent=2)
 
     def _admit(self, record: dict[str, Any], msg_uuid: str | None = None) -> dict[str, Any] | None:
         """Store ``record`` under the rate limit: None for a repeated ``msg_uuid`` (accepted, not
@@ -680,6 +826,37 @@ class FakeRobot:
 # --- CLI ------------------------------------------------------------------------------------
 
 
+def read_messages_file(path: str) -> list[dict[str, Any]]:
+    """The message records in ``path`` (one JSON object a line, as ``--messages-file`` writes them);
+    a line that is no record (one cut short when the robot was killed) is left out."""
+    records = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if _is_record(record):
+                    records.append(record)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def message_appender(path: str) -> Callable[[dict[str, Any]], None]:
+    """An ``on_message`` that appends each record to ``path`` as one JSON line."""
+    lock = threading.Lock()
+
+    def append(record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        with lock, open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+
+    return append
+
+
 def _write_atomically(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -732,7 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         "--messages-file",
         default=None,
         metavar="PATH",
-        help="append each accepted message record to PATH as one JSON line",
+        help="append each accepted message record to PATH as one JSON line; the records PATH already "
+        "holds are loaded at start, so the inbox page shows them",
     )
     parser.add_argument(
         "--port-file", default=None, metavar="PATH", help="write the bound port number to PATH once listening"
@@ -751,17 +929,10 @@ def main(argv: list[str] | None = None) -> int:
         except (AttributeError, ValueError):
             pass
 
-    file_lock = threading.Lock()
-
-    def on_message(record: dict[str, Any]) -> None:
-        if args.messages_file:
-            line = json.dumps(record, ensure_ascii=False, sort_keys=True)
-            with file_lock, open(args.messages_file, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-                fh.flush()
+    echo_lock = threading.Lock()
 
     def echo(text: str) -> None:
-        with file_lock:
+        with echo_lock:
             print(text, flush=True)
 
     robot_class = fake_class(args.channel)
@@ -778,11 +949,12 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         window_s=args.window_s,
         echo=None if args.quiet else echo,
-        on_message=on_message,
+        on_message=message_appender(args.messages_file) if args.messages_file else None,
         dedup_msg_uuid=not args.keep_repeated_msguuid,
         **limits,
     )
     name = f"fake {robot_class.CHANNEL_NAME} robot"
+    earlier = robot.load_messages(read_messages_file(args.messages_file)) if args.messages_file else 0
 
     stop = threading.Event()
 
@@ -805,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
             f"(signature: {'on' if args.secret else 'off'}, keyword: {'on' if args.keyword else 'off'})",
             flush=True,
         )
+        if earlier:
+            print(f"{earlier} earlier message(s) loaded from {args.messages_file}", flush=True)
+        print(f"inbox: {robot.base_url}/ (what the group received)", flush=True)
         while not stop.wait(0.2):
             pass
     finally:

@@ -365,6 +365,7 @@ class FakeFeishuRobot(FakeRobot):
     OK = (ERR_OK, MSG_OK)
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "Feishu"
+    CHANNEL = "feishu"
 
     DEFAULT_TOKEN = "test-hook-token"
     RATE_LIMIT = RATE_LIMIT_PER_WINDOW

@@ -379,6 +379,7 @@ class FakeSlackWebhook(FakeRobot):
     OK = (OK_STATUS, OK_BODY)
     TOO_FAST = TOO_FAST
     CHANNEL_NAME = "Slack"
+    CHANNEL = "slack"
 
     DEFAULT_TOKEN = "T0FAKE000/B0FAKE000/fakewebhooksecret000000"
     RATE_LIMIT = RATE_LIMIT_PER_WINDOW

@@ -130,6 +130,7 @@ class FakeWeComRobot(FakeRobot):
     OK = (ERR_OK, MSG_OK)
     TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
     CHANNEL_NAME = "WeCom"
+    CHANNEL = "wecom"
 
     DEFAULT_TOKEN = "test-key"
     RATE_LIMIT = RATE_LIMIT_PER_WINDOW

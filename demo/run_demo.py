@@ -5,6 +5,10 @@ Runs in the environment `tox -e demo` builds (pinned Airflow 3.3.2; `tox -e demo
 DingTalk-compatible robot started here (it checks signatures and keywords like DingTalk and prints
 each message as the group would see it), or to your real robot when AIRFLOW__DINGDING__BOT_URL
 (and, if it signs, ..._SECRET) is set.
+
+The local robot keeps what it received in robot-messages.jsonl beside AIRFLOW_HOME (emptied at each
+run) and shows it on its inbox page, http://127.0.0.1:8765/ (another port if that one is taken). Run
+from a terminal, the demo keeps serving the page until Enter is pressed; otherwise it ends at once.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from airflow_ext.fake_robot import FakeRobot
+from airflow_ext.fake_robot import FakeRobot, message_appender
 
 DEMO_DIR = Path(__file__).resolve().parent
 DAG_ID = "dingbot_demo"
 BIN = Path(sys.executable).parent
+#: The inbox's port when it is free, so that a bookmark of the page keeps working between runs.
+ROBOT_PORT = 8765
 
 
 def say(text: str) -> None:
@@ -29,6 +36,38 @@ def say(text: str) -> None:
 
 def airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True)
+
+
+def start_robot(secret: str, messages_file: Path) -> FakeRobot:
+    """The local robot on ROBOT_PORT, or on any free port if that one is taken."""
+
+    def robot_on(port: int) -> FakeRobot:
+        return FakeRobot(
+            access_token=secrets.token_hex(16),
+            secret=secret,
+            keyword="Airflow",
+            port=port,
+            echo=print,
+            on_message=message_appender(str(messages_file)),
+        )
+
+    try:
+        return robot_on(ROBOT_PORT).start()
+    except OSError:  # taken: by another demo still showing its inbox, say
+        return robot_on(0).start()
+
+
+def show_inbox(robot: FakeRobot, messages_file: Path) -> None:
+    inbox = f"{robot.base_url}/"
+    again = f"airflow-ext fake-robot --messages-file {shlex.quote(str(messages_file))} --port {robot.port}"
+    say(f"The local robot's inbox: {inbox}")
+    print(f"    (to see it again later: {again})")
+    if not sys.stdin.isatty():
+        return
+    try:
+        input(f"\nOpen {inbox} to see what the group received; press Enter to stop\n")
+    except (EOFError, KeyboardInterrupt):
+        print()
 
 
 def main() -> int:
@@ -44,13 +83,13 @@ def main() -> int:
     )
 
     robot = None
+    messages_file = home.parent / "robot-messages.jsonl"
     if env.get("AIRFLOW__DINGDING__BOT_URL") or env.get("AIRFLOW__DINGDING__BOT_URL_CMD"):
         say("Alerts go to the DingTalk robot in AIRFLOW__DINGDING__BOT_URL")
     else:
         secret = "SEC" + secrets.token_hex(16)
-        robot = FakeRobot(
-            access_token=secrets.token_hex(16), secret=secret, keyword="Airflow", echo=print
-        ).start()
+        messages_file.write_text("")  # this run's messages only
+        robot = start_robot(secret, messages_file)
         env.update(
             {
                 "AIRFLOW__DINGDING__BOT_URL": robot.url,
@@ -88,6 +127,7 @@ def main() -> int:
 
         messages = robot.wait_for_messages(2, timeout=15)
         say(f"The group received {len(messages)} messages (expected 2: the retry, then the final failure)")
+        show_inbox(robot, messages_file)
         return 0 if len(messages) == 2 else 1
     finally:
         if robot is not None:

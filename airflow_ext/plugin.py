@@ -1,10 +1,14 @@
 """The Airflow plugin the package registers (entry point ``airflow.plugins``): installing the
-package is all the api-server needs.
+package is all the webserver and the api-server need.
 
-On Airflow 3 it mounts the outbox route (:mod:`airflow_ext.outbox.api`) at ``/dingbot`` on the
-api-server, where workers, which have no database, queue their alerts. Airflow 2 needs none: its
-task processes write to the outbox themselves. The app is built on first use, by the api-server,
-not in every process that loads plugins.
+- The Alerts page (:mod:`airflow_ext.ui`): on Airflow 2 a Flask-AppBuilder view under Browse; on
+  Airflow 3 an app on the api-server at ``/dingbot-alerts`` and an entry in the UI's navigation.
+- On Airflow 3, the outbox route (:mod:`airflow_ext.outbox.api`) at ``/dingbot`` on the api-server,
+  where workers, which have no database, queue their alerts. Airflow 2 needs none: its task
+  processes write to the outbox themselves.
+
+Each is built on first use, by the webserver or the api-server, not in every process that loads
+plugins.
 """
 
 from __future__ import annotations
@@ -32,3 +36,15 @@ class DingbotPlugin(AirflowPlugin):
         from airflow_ext.adapters import current
 
         return current().fastapi_apps()
+
+    @functools.cached_property
+    def external_views(self) -> list[dict]:
+        from airflow_ext.adapters import current
+
+        return current().external_views()
+
+    @functools.cached_property
+    def appbuilder_views(self) -> list[dict]:
+        from airflow_ext.adapters import current
+
+        return current().appbuilder_views()

@@ -55,6 +55,18 @@ def fastapi_apps() -> list[dict]:
     return []
 
 
+def appbuilder_views() -> list[dict]:
+    """The Alerts page: a Flask-AppBuilder view under Browse in the webserver."""
+    from airflow_ext.ui.fab_view import appbuilder_views as alerts_views
+
+    return alerts_views()
+
+
+def external_views() -> list[dict]:
+    """Airflow 2's UI has no external views: the Alerts page is an appbuilder view."""
+    return []
+
+
 def get_connection(conn_id: str):
     """A robot Connection from any of Airflow's secrets backends (environment, database, vault...)."""
     from airflow.exceptions import AirflowNotFoundException

@@ -248,13 +248,30 @@ def _has_database() -> bool:
 
 
 def fastapi_apps() -> list[dict]:
-    """The app the package's plugin mounts on the api-server, beside the Execution API."""
+    """The apps the package's plugin mounts on the api-server: the outbox door, beside the
+    Execution API, and the Alerts page."""
     from airflow_ext.dingbot import queue_in_database
     from airflow_ext.outbox.api import URL_PREFIX, OutboxDoor
     from airflow_ext.outbox.api_app import create_app
+    from airflow_ext.ui.fastapi_app import fastapi_apps as alerts_apps
 
     door = OutboxDoor(task_instance_id=task_instance_of_token, find_try=find_try, queue=queue_in_database)
-    return [{"app": create_app(door), "url_prefix": URL_PREFIX, "name": "airflow-dingbot outbox"}]
+    return [
+        {"app": create_app(door), "url_prefix": URL_PREFIX, "name": "airflow-dingbot outbox"},
+        *alerts_apps(),
+    ]
+
+
+def external_views() -> list[dict]:
+    """The Alerts page in the UI's navigation (Browse), shown from the api-server's app."""
+    from airflow_ext.ui.fastapi_app import external_views as alerts_views
+
+    return alerts_views()
+
+
+def appbuilder_views() -> list[dict]:
+    """Airflow 3's UI takes no Flask-AppBuilder views from us: the Alerts page is an external view."""
+    return []
 
 
 @functools.cache

@@ -251,12 +251,7 @@ class OutboxStore:
             at_ms = now_ms() if at_ms is None else at_ms  # after the wait for the lock
             if robot.paused_until_ms > at_ms:
                 return ClaimResult(wake_in_s=(robot.paused_until_ms - at_ms) / 1000)
-            window = conn.execute(
-                select(func.count(), func.min(send_log.c.sent_at_ms)).where(
-                    send_log.c.robot_key == robot_key, send_log.c.sent_at_ms > at_ms - window_ms
-                )
-            ).one()
-            used, oldest_ms = int(window[0]), window[1]
+            used, oldest_ms = _window_use(conn, robot_key, at_ms, window_ms)
             if used >= rate_limit:
                 return ClaimResult(wake_in_s=max(0.0, (oldest_ms + window_ms - at_ms) / 1000))
             rows = conn.execute(
@@ -520,12 +515,8 @@ class OutboxStore:
                 return SendReservation(
                     False, (robot.paused_until_ms - at_ms) / 1000, robot.pause_reason or "the robot is paused"
                 )
-            used, oldest_ms = conn.execute(
-                select(func.count(), func.min(send_log.c.sent_at_ms)).where(
-                    send_log.c.robot_key == robot_key, send_log.c.sent_at_ms > at_ms - window_ms
-                )
-            ).one()
-            if int(used) >= rate_limit:
+            used, oldest_ms = _window_use(conn, robot_key, at_ms, window_ms)
+            if used >= rate_limit:
                 return SendReservation(
                     False,
                     max(0.0, (oldest_ms + window_ms - at_ms) / 1000),
@@ -597,6 +588,16 @@ class OutboxStore:
         """Every outbox row (for tests and `outbox status --verbose`)."""
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(outbox).order_by(outbox.c.id)).all()]
+
+
+def _window_use(conn: Connection, robot_key: str, at_ms: int, window_ms: int) -> tuple[int, int | None]:
+    """Messages the robot's rolling window holds at ``at_ms``, and when the oldest of them was sent."""
+    used, oldest_ms = conn.execute(
+        select(func.count(), func.min(send_log.c.sent_at_ms)).where(
+            send_log.c.robot_key == robot_key, send_log.c.sent_at_ms > at_ms - window_ms
+        )
+    ).one()
+    return int(used), oldest_ms
 
 
 def _ref_condition(robot_ref) -> list:

@@ -42,9 +42,7 @@ def _auth_manager():
 def _links() -> alerts_page.Links:
     def task_instance(entry: OutboxEntry) -> str:
         alert = entry.alert
-        map_index = (
-            f"&map_index={alert.map_index}" if alert.map_index is not None and alert.map_index >= 0 else ""
-        )
+        map_index = f"&map_index={alert.map_index}" if alert.map_index >= 0 else ""
         return (
             f"{request.script_root}/dags/{quote(alert.dag_id)}/grid?dag_run_id={quote(alert.run_id)}"
             f"&task_id={quote(alert.task_id)}{map_index}"

@@ -69,7 +69,7 @@ def _links() -> alerts_page.Links:
 
     def task_instance(entry: OutboxEntry) -> str:
         alert = entry.alert
-        mapped = f"/mapped/{alert.map_index}" if alert.map_index is not None and alert.map_index >= 0 else ""
+        mapped = f"/mapped/{alert.map_index}" if alert.map_index >= 0 else ""
         return (
             f"{root}/dags/{quote(alert.dag_id, safe='')}/runs/{quote(alert.run_id, safe='')}"
             f"/tasks/{quote(alert.task_id, safe='')}{mapped}"

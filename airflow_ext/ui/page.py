@@ -59,7 +59,7 @@ class RobotView:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.status.names or ("[dingding]",)
+        return robot_names(self.status)
 
     @property
     def pending(self) -> int:
@@ -133,11 +133,16 @@ def _describe(name: str) -> str:
         return f"{name}: cannot be described ({type(err).__name__})"
 
 
+def robot_names(status: RobotStatus) -> tuple[str, ...]:
+    """The names a robot's alerts were queued under; rows of schema 1 are the ``[dingding]`` robot's."""
+    from airflow_ext.config import DINGDING_ROBOT
+
+    return status.names or (DINGDING_ROBOT,)
+
+
 def robots_overview(store: OutboxStore, *, at_ms: int) -> list[RobotView]:
     return [
-        RobotView(
-            status=status, described=tuple(_describe(name) for name in (status.names or ("[dingding]",)))
-        )
+        RobotView(status=status, described=tuple(_describe(name) for name in robot_names(status)))
         for status in store.status(at_ms=at_ms, day_s=SENT_WINDOW_S)
     ]
 
@@ -281,7 +286,7 @@ def retry_dead(store: OutboxStore, robot_key: str, alert_id: Any = None) -> str:
         except (TypeError, ValueError):
             raise ActionRefused(f"alert id must be a whole number, not {str(alert_id)[:40]!r}") from None
     queued = store.retry_dead(robot_key, ids=ids)
-    names = ", ".join(status.names) or "[dingding]"
+    names = ", ".join(robot_names(status))
     if ids is not None and not queued:
         raise ActionRefused(f"alert {ids[0]} of {names} is not a dead letter (any more)")
     return f"{queued} dead {'letter' if queued == 1 else 'letters'} of {names} queued again"
@@ -292,17 +297,16 @@ def send_test(store: OutboxStore, robot_name: str) -> str:
     from airflow_ext import config
     from airflow_ext.dingbot import robot_named, send_test_to_robot
     from airflow_ext.errors import DingbotError
-    from airflow_ext.outbox.deliverer import answer_text
+    from airflow_ext.outbox.deliverer import answer_text, schedule_for
 
     try:
         robot = robot_named(robot_name)
     except DingbotError as err:
         raise ActionRefused(str(err)) from None
-    schedule = config.load_delivery_schedule()
+    # The deliverers' own pace for this robot: the test message shares their window.
+    schedule = schedule_for(robot, config.load_delivery_schedule())
     reservation = store.reserve_send(
-        robot.key,
-        rate_limit=min(schedule.rate_limit, robot.RATE_LIMIT_PER_MINUTE),
-        window_s=schedule.window_s + schedule.window_margin_s,
+        robot.key, rate_limit=schedule.rate_limit, window_s=schedule.window_s + schedule.window_margin_s
     )
     if not reservation.reserved:
         raise ActionRefused(

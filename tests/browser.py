@@ -63,9 +63,12 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session", name="browser")
+# Module scope, not session: each importing module holds its own copy of the fixture, and Playwright's
+# sync API keeps an asyncio loop marked running in the main thread while it is started. A session-wide
+# instance would outlive its module and break every later ``asyncio.run`` (and a second Playwright).
+@pytest.fixture(scope="module", name="browser")
 def browser_fixture():
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module, stopped (with Playwright's loop) when the module ends."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as err:

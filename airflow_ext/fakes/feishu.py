@@ -44,6 +44,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from airflow_ext.channels.feishu import card_elements
 from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
 
 __all__ = [
@@ -181,20 +182,6 @@ def render_lark_md(text: str) -> dict[str, Any]:
 # --- message inspection -------------------------------------------------------------------------
 
 
-def _card_elements(card: dict[str, Any]) -> list[Any]:
-    if isinstance(card.get("elements"), list):
-        return card["elements"]
-    body = card.get("body")
-    if isinstance(body, dict) and isinstance(body.get("elements"), list):  # card JSON 2.0
-        return body["elements"]
-    i18n = card.get("i18n_elements")
-    if isinstance(i18n, dict):
-        for elements in i18n.values():
-            if isinstance(elements, list):
-                return elements
-    raise Reject(ERR_BAD_REQUEST, f"{MSG_BAD_REQUEST}: card has no elements")
-
-
 def _text_objects(element: Any) -> list[dict[str, Any]]:
     """The text objects of one card element, nested ones included (``div.text``, ``div.fields``...)."""
     if not isinstance(element, dict):
@@ -232,7 +219,10 @@ def _card_texts(card: Any) -> tuple[str, list[dict[str, Any]]]:
     header = card.get("header") or {}
     title = header.get("title") if isinstance(header, dict) else None
     title_text = title.get("content", "") if isinstance(title, dict) else ""
-    texts = [obj for element in _card_elements(card) for obj in _text_objects(element)]
+    elements = card_elements(card)
+    if elements is None:
+        raise Reject(ERR_BAD_REQUEST, f"{MSG_BAD_REQUEST}: card has no elements")
+    texts = [obj for element in elements for obj in _text_objects(element)]
     return str(title_text), texts
 
 

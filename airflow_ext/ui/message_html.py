@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 from markdown_it import MarkdownIt
 
+from airflow_ext.channels.feishu import card_elements
+
 __all__ = ["CHANNELS", "MESSAGE_CSS", "render_payload_html"]
 
 CHANNELS = ("dingtalk", "wecom", "feishu", "slack")
@@ -452,18 +454,6 @@ def _feishu_element(element: Any, depth: int = 0) -> str:
     return f'<div class="dingbot-msg__block">{"".join(parts)}</div>' if parts else ""
 
 
-def _card_elements(card: dict[str, Any]) -> list[Any]:
-    if isinstance(card.get("elements"), list):
-        return card["elements"]
-    body = card.get("body")
-    if isinstance(body, dict) and isinstance(body.get("elements"), list):  # card JSON 2.0
-        return body["elements"]
-    for elements in (_get(card, "i18n_elements", dict) or {}).values():
-        if isinstance(elements, list):
-            return elements
-    raise _Malformed("elements")
-
-
 def _feishu_post(content: dict[str, Any]) -> tuple[str, str]:
     post = _get(content, "post", dict)
     if not post:
@@ -510,7 +500,10 @@ def _feishu(payload: dict[str, Any]) -> str:
         title = _feishu_text_object(_get(header, "title", dict) or {})
         template = header.get("template")
         colour = f" dingbot-msg__title--{template}" if template in FEISHU_TEMPLATES else ""
-        body = "".join(_feishu_element(element) for element in _card_elements(card))
+        elements = card_elements(card)
+        if elements is None:
+            raise _Malformed("elements")
+        body = "".join(_feishu_element(element) for element in elements)
         return _bubble("feishu", msg_type, body, title=title, title_class=colour)
     content = _get(payload, "content", dict)
     if content is None:

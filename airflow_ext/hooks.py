@@ -17,6 +17,10 @@ from airflow_ext.problems import report_once
 
 log = logging.getLogger(__name__)
 
+#: Logged, with the traceback, when sending fails inside Airflow's failure handling. "DingTalk" for
+#: every channel, like the other log lines: alerting rules and dashboards match them (README).
+NOT_SENT_LOG = "DingTalk alert for %s was not sent (the task's state is not affected)"
+
 #: Which operator flag asks for an alert in which outcome of a failed try.
 FLAG_FOR_KIND = {AlertKind.RETRY: "ding_on_retry", AlertKind.FAILURE: "ding_on_failure"}
 
@@ -99,7 +103,7 @@ def alert_if_wanted(
         if wants_alert(kind, task, task):  # a mapped task answers from its partial kwargs
             deliver_alert(alert_for(kind, task_instance, task, error, logical_date))
     except Exception:  # the contract with the patches: Airflow's failure handling goes on unchanged
-        log.exception("DingTalk alert for %s was not sent", task_instance)
+        log.exception(NOT_SENT_LOG, task_instance)
 
 
 def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:

@@ -155,3 +155,19 @@ def test_delivered_alert_and_its_logs_hold_no_secret(configure, caplog, robot):
     for record in caplog.records:
         rendered = record.getMessage() + str(record.args)
         assert ROBOT_TOKEN not in rendered and ROBOT_SECRET not in rendered
+
+
+class _UnreadableFlags:
+    """A task whose flags cannot be read: the worst a broken operator can do to the hook."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"{name} is broken")
+
+
+def test_alert_if_wanted_logs_and_never_raises_when_the_task_is_broken(caplog):
+    task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", try_number=1, map_index=-1)
+    with caplog.at_level(logging.ERROR, logger="airflow_ext"):
+        hooks.alert_if_wanted(AlertKind.FAILURE, task_instance, _UnreadableFlags(), "boom", None)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage().startswith("DingTalk alert for ") and "not affected" in record.getMessage()
+    assert record.exc_info and " is broken" in str(record.exc_info[1])

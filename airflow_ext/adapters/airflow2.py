@@ -12,7 +12,14 @@ import logging
 from typing import Any
 
 from airflow_ext.alert import Alert, AlertKind
-from airflow_ext.hooks import alert_if_wanted, alert_kind, deliver_alert, routing_facts, wants_alert
+from airflow_ext.hooks import (
+    NOT_SENT_LOG,
+    alert_if_wanted,
+    alert_kind,
+    deliver_alert,
+    routing_facts,
+    wants_alert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseEx
             )
         )
     except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
-        log.exception("DingTalk alert for %s was not sent", task_instance)
+        log.exception(NOT_SENT_LOG, task_instance)
 
 
 def stuck_in_queued(task_instance: Any, task: Any, error: str) -> None:

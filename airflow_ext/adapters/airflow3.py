@@ -40,6 +40,7 @@ from airflow_ext.alert import Alert, AlertKind, task_log_url
 from airflow_ext.errors import DeliveryError
 from airflow_ext.hooks import (
     FLAG_FOR_KIND,
+    NOT_SENT_LOG,
     alert_if_wanted,
     alert_kind,
     deliver_alert,
@@ -96,7 +97,7 @@ def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
     try:
         alert_if_wanted(alert_kind(state), ti, ti.task, error, _runtime_logical_date(ti))
     except Exception:  # ti without a task: nothing to decide on
-        log.exception("DingTalk alert for %s was not sent", _name(ti))
+        log.exception(NOT_SENT_LOG, _name(ti))
     finally:
         _RELAY_FOR.reset(relay)
         try:
@@ -122,7 +123,7 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any =
         with _execution_api_of(client):
             deliver_alert(alert)
     except Exception:
-        log.exception("DingTalk alert for %s was not sent", _name(ti))
+        log.exception(NOT_SENT_LOG, _name(ti))
 
 
 @contextlib.contextmanager
@@ -343,7 +344,7 @@ def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -
             return
         kind = AlertKind.RETRY if ti.is_eligible_to_retry() else AlertKind.FAILURE
     except Exception:
-        log.exception("DingTalk alert for %s was not sent", _name(ti))
+        log.exception(NOT_SENT_LOG, _name(ti))
         return
     alert_if_wanted(kind, ti, getattr(ti, "task", None), error, _server_logical_date(ti))
 

@@ -62,7 +62,7 @@ class RobotSettings:
     """One chat robot an alert goes to: the ``[dingding]`` section or an Airflow Connection.
 
     ``url`` is the webhook as the channel takes it, credential included; ``mentions`` are the
-    channel's mention ids (DingTalk and WeCom: mobile numbers; Feishu: user ids).
+    channel's mention ids (DingTalk and WeCom: mobile numbers; Feishu: user ids; Slack: member ids).
     """
 
     channel: str
@@ -321,9 +321,9 @@ CHANNEL_OF_CONN_TYPE = {"dingding": "dingtalk", "wecom": "wecom", "feishu": "fei
 CONNECTION_EXTRAS = {
     "dingding": ("secret", "keyword", "at_mobiles", "at_all"),
     "wecom": ("mentioned_mobile_list",),
-    "feishu": ("secret", "keyword"),
+    "feishu": ("secret", "keyword", "mention_ids", "at_all"),
     # the Slack provider's own extras (timeout, proxy) are accepted and not used
-    "slackwebhook": ("timeout", "proxy"),
+    "slackwebhook": ("mention_ids", "at_all", "timeout", "proxy"),
 }
 
 
@@ -373,6 +373,18 @@ def _mobiles(conn_id: str, key: str, value: Any) -> tuple[str, ...]:
             f"{'is not a mobile number' if len(bad) == 1 else 'are not mobile numbers'}"
         )
     return mobiles
+
+
+def _mention_ids(conn_id: str, module: Any, value: Any) -> tuple[str, ...]:
+    """``mention_ids`` as the channel writes them (``module.MENTION_ID``), so none can be markup."""
+    ids = _extra_list(conn_id, "mention_ids", value)
+    bad = [who for who in ids if not module.MENTION_ID.match(who)]
+    if bad:
+        raise ConfigError(
+            f"Connection {conn_id!r}: extra mention_ids: {', '.join(map(repr, bad))} "
+            f"{'is not' if len(bad) == 1 else 'are not each'} {module.MENTION_ID_NAME}"
+        )
+    return ids
 
 
 def _extra_bool(conn_id: str, key: str, value: Any) -> bool:
@@ -434,6 +446,8 @@ def robot_settings_from_connection(conn: RobotConnection) -> RobotSettings:
         mentions = _mobiles(conn_id, "at_mobiles", extra.get("at_mobiles"))
     elif channel == "wecom":
         mentions = _mobiles(conn_id, "mentioned_mobile_list", extra.get("mentioned_mobile_list"))
+    elif "mention_ids" in CONNECTION_EXTRAS[conn_type]:
+        mentions = _mention_ids(conn_id, module, extra.get("mention_ids"))
     else:
         mentions = ()
     return RobotSettings(
@@ -441,7 +455,9 @@ def robot_settings_from_connection(conn: RobotConnection) -> RobotSettings:
         url=url,
         secret=secret,
         mentions=mentions,
-        at_all=_extra_bool(conn_id, "at_all", extra.get("at_all")) if channel == "dingtalk" else False,
+        at_all=_extra_bool(conn_id, "at_all", extra.get("at_all"))
+        if "at_all" in CONNECTION_EXTRAS[conn_type]
+        else False,
         keyword=_extra_text(conn_id, "keyword", extra.get("keyword"))
         if "keyword" in CONNECTION_EXTRAS[conn_type]
         else None,

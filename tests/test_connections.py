@@ -93,6 +93,36 @@ def test_dingding_extras_are_read_like_the_section(connections):
     assert TOKEN not in repr(settings) and SECRET not in repr(settings)
 
 
+@pytest.mark.parametrize(
+    "conn, mentions, at_all",
+    [
+        (
+            conn_json("feishu", mention_ids="ou_7d8a6e6df7621556ce0d21922b676706, all"),
+            ("ou_7d8a6e6df7621556ce0d21922b676706", "all"),
+            False,
+        ),
+        (conn_json("feishu", mention_ids=["ou_1", "3ae4c8f1"], at_all=True), ("ou_1", "3ae4c8f1"), True),
+        (conn_json("feishu"), (), False),
+        (
+            conn_json("slackwebhook", password="T000/B000/XXXX", mention_ids="U024BE7LH, W0123ABCD"),
+            ("U024BE7LH", "W0123ABCD"),
+            False,
+        ),
+        (
+            conn_json("slackwebhook", password="T000/B000/XXXX", mention_ids=["!here"], at_all="true"),
+            ("!here",),
+            True,
+        ),
+    ],
+)
+def test_feishu_and_slack_connections_take_mention_ids_and_at_all(connections, conn, mentions, at_all):
+    connections(robot=conn)
+
+    settings = config.load_robot_settings("robot")
+
+    assert (settings.mentions, settings.at_all) == (mentions, at_all)
+
+
 def test_the_dingding_section_is_the_robot_named_dingding(connections, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW__DINGDING__BOT_URL", f"https://oapi.dingtalk.com/robot/send?access_token={TOKEN}"
@@ -128,6 +158,19 @@ BAD_CONNECTIONS = [
     (
         conn_json("wecom", mentioned_mobile_list="12x"),
         "Connection 'robot': extra mentioned_mobile_list: '12x' is not a mobile number",
+    ),
+    (
+        conn_json("feishu", mention_ids="ou_1></at><at id=all"),
+        "Connection 'robot': extra mention_ids: 'ou_1></at><at id=all' is not a Feishu user id",
+    ),
+    (conn_json("feishu", at_all="sometimes"), "Connection 'robot': extra at_all must be true or false"),
+    (
+        conn_json("slackwebhook", password="T000/B000/XXXX", mention_ids="alice, <!channel>"),
+        "Connection 'robot': extra mention_ids: 'alice', '<!channel>' are not each a Slack member id",
+    ),
+    (
+        conn_json("slackwebhook", password="T000/B000/XXXX", mention_ids={"U1": 1}),
+        "Connection 'robot': extra mention_ids must be a list",
     ),
 ]
 

@@ -3,6 +3,7 @@ failure named without costing the others their message."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -10,19 +11,23 @@ import pytest
 from airflow_ext import dingbot
 from airflow_ext.errors import ConfigError, DeliveryError
 from airflow_ext.fake_robot import FakeRobot
+from airflow_ext.fakes.feishu import FakeFeishuRobot
+from airflow_ext.fakes.slack import FakeSlackWebhook
 from airflow_ext.fakes.wecom import FakeWeComRobot
 from tests.test_connections import conn_json
 from tests.test_render import make_alert
 
 
-@pytest.fixture
-def robots(monkeypatch):
-    """A DingTalk and a WeCom robot as Connections ``ding`` and ``wecom``, both defaults."""
-    import os
-
+def clear_robot_settings(monkeypatch) -> None:
     for name in list(os.environ):
         if name.startswith(("AIRFLOW__DINGBOT__", "AIRFLOW__DINGDING__", "AIRFLOW_CONN_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def robots(monkeypatch):
+    """A DingTalk and a WeCom robot as Connections ``ding`` and ``wecom``, both defaults."""
+    clear_robot_settings(monkeypatch)
     ding = FakeRobot(access_token="ding-token", dedup_msg_uuid=False).start()
     wecom = FakeWeComRobot(access_token="wecom-key").start()
     monkeypatch.setenv("AIRFLOW_CONN_DING", conn_json("dingding", password="ding-token", host=ding.base_url))
@@ -96,3 +101,35 @@ def test_only_undefined_connections_are_a_configuration_error(robots, monkeypatc
 
     with pytest.raises(ConfigError, match="Connection 'nowhere' is not defined.*Connection 'neither'"):
         dingbot.dingbot_msg_sender(make_alert())
+
+
+def test_feishu_and_slack_connections_ping_their_mention_ids(monkeypatch):
+    """The ids a Feishu or Slack Connection names are who the group's client pings, at_all too."""
+    clear_robot_settings(monkeypatch)
+    feishu_user = "ou_7d8a6e6df7621556ce0d21922b676706"
+    with (
+        FakeFeishuRobot("feishu-hook-token") as feishu,
+        FakeSlackWebhook("T0AAA/B0BBB/slacksecret", burst=100, per_second=100.0) as slack,
+    ):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_FEISHU",
+            conn_json(
+                "feishu", password="feishu-hook-token", host=feishu.base_url, mention_ids=[feishu_user]
+            ),
+        )
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SLACK",
+            conn_json(
+                "slackwebhook",
+                password="T0AAA/B0BBB/slacksecret",
+                host=f"{slack.base_url}/services",
+                mention_ids="U024BE7LH",
+                at_all=True,
+            ),
+        )
+        monkeypatch.setenv("AIRFLOW__DINGBOT__DEFAULT_CONN_ID", "feishu,slack")
+
+        dingbot.dingbot_msg_sender(make_alert())
+
+        assert feishu.messages[-1]["pinged"] == [feishu_user]
+        assert slack.messages[-1]["pinged"] == ["U024BE7LH", "!channel"]

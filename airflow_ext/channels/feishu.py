@@ -148,6 +148,12 @@ def unescape_lark_md(text: str) -> str:
     return _REFERENCE.sub(lambda m: chr(int(m.group(1))), text)
 
 
+#: A user as a card's ``<at id=…>`` takes it (an open_id ``ou_…``, a union_id or a user_id, or ``all``);
+#: checked where a Connection's ``mention_ids`` are read, so nothing else can get into the tag.
+MENTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MENTION_ID_NAME = "a Feishu user id (an open_id like ou_..., a union_id or a user_id)"
+
+
 def mention(who: str) -> str:
     """A configured mention: an open_id/user_id, or ``all`` for everyone."""
     return f"<at id={who}></at>"

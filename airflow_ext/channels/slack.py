@@ -127,6 +127,9 @@ _MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 SPECIAL_MENTIONS = frozenset({"!channel", "!here", "!everyone"})
 #: How ``at_all`` is written among the mention ids.
 AT_ALL = "!channel"
+#: What a Connection's ``mention_ids`` may hold: member ids and the special mentions.
+MENTION_ID = re.compile(r"^(?:[UW][A-Z0-9]{2,}|!channel|!here|!everyone)$")
+MENTION_ID_NAME = "a Slack member id (U... or W...) or one of !channel, !here, !everyone"
 #: ``T…/B…/…``: the workspace, the webhook's app and the webhook's secret.
 _TOKEN = re.compile(r"^[TE][A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+$")
 

@@ -192,7 +192,7 @@ def summary(conf: Any = None) -> str:
             f"robot {DingTalkRobot(settings).key[:12]}",
             "signed" if settings.secret else "not signed",
             f"keyword {settings.keyword!r}" if settings.keyword else "no keyword",
-            f"{len(settings.at_mobiles)} mentions" + (" and @all" if settings.at_all else ""),
+            settings.mentions_summary(),
             "own message template" if settings.message_template else "built-in layout",
         ]
     policy = config.load_retry_policy(conf)

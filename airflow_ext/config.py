@@ -91,6 +91,11 @@ class RobotSettings:
     def at_mobiles(self) -> tuple[str, ...]:
         return self.mentions
 
+    def mentions_summary(self) -> str:
+        """Who the robot pings, for check and route output: "2 mentions", "1 mention and @all"."""
+        count = len(self.mentions)
+        return f"{count} mention{'' if count == 1 else 's'}" + (" and @all" if self.at_all else "")
+
 
 def DingTalkSettings(  # noqa: N802 - the settings of the [dingding] robot, by their option names
     bot_url: str,

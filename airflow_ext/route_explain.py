@@ -70,5 +70,5 @@ def describe_robot(name: str) -> str:
         f"keyword {settings.keyword!r}" if settings.keyword else "no keyword",
     ]
     if settings.mentions or settings.at_all:
-        features.append(f"{len(settings.mentions)} mentions" + (" and @all" if settings.at_all else ""))
+        features.append(settings.mentions_summary())
     return f"{name}: {robot.DISPLAY_NAME} at {host.scheme}://{host.netloc}, {', '.join(features)}"

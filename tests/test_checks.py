@@ -36,7 +36,7 @@ def test_a_good_configuration_has_no_problem_and_a_summary_without_secrets(envir
 
     assert checks.find_problems() == []
     summary = checks.summary()
-    assert "signed" in summary and "keyword 'Airflow'" in summary and "1 mentions" in summary
+    assert "signed" in summary and "keyword 'Airflow'" in summary and "1 mention," in summary
     assert "t0k3n" not in summary and "SECs3cr3t" not in summary
 
 

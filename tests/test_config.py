@@ -150,3 +150,17 @@ def test_outbox_schedule_is_read(monkeypatch):
     schedule = config.load_delivery_schedule()
 
     assert (schedule.rate_limit, schedule.pacing_s, schedule.purge_after_s) == (15, 4.0, 43200.0)
+
+
+@pytest.mark.parametrize(
+    ("mentions", "at_all", "summary"),
+    [
+        ((), False, "0 mentions"),
+        (("13800000000",), False, "1 mention"),
+        (("13800000000", "13900000000"), True, "2 mentions and @all"),
+        ((), True, "0 mentions and @all"),
+    ],
+)
+def test_mentions_summary_counts_in_words(mentions, at_all, summary):
+    settings = config.RobotSettings(channel="dingtalk", url="https://x", mentions=mentions, at_all=at_all)
+    assert settings.mentions_summary() == summary

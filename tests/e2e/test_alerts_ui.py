@@ -243,6 +243,9 @@ def login(context, base_url: str, user: tuple[str, str]):
         page.fill("input[name=username]", name)
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
+    # The login page leaves by itself once the token is set (3.x: a script sets location.href
+    # after its fetch); a goto issued before that navigation is aborted by it, so wait for it.
+    page.wait_for_url(lambda url: "/login" not in url)
     page.wait_for_load_state("networkidle")
     return page
 

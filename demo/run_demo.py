@@ -57,9 +57,21 @@ def start_robot(secret: str, messages_file: Path) -> FakeRobot:
         return robot_on(0).start()
 
 
+def user_path(path: Path) -> str:
+    """The path as the user would type it from where they ran the demo (the clone, usually)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def show_inbox(robot: FakeRobot, messages_file: Path) -> None:
     inbox = f"{robot.base_url}/"
-    again = f"airflow-ext fake-robot --messages-file {shlex.quote(str(messages_file))} --port {robot.port}"
+    # The demo environment's own airflow-ext: it is not on the user's PATH (tox made the environment).
+    again = (
+        f"{shlex.quote(user_path(BIN / 'airflow-ext'))} fake-robot"
+        f" --messages-file {shlex.quote(user_path(messages_file))} --port {robot.port}"
+    )
     say(f"The local robot's inbox: {inbox}")
     print(f"    (to see it again later: {again})")
     if not sys.stdin.isatty():

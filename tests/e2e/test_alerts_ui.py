@@ -352,6 +352,15 @@ def test_an_admin_sees_the_databases_figures_and_retries_a_dead_letter(ui, brows
 
 def test_a_viewer_sees_the_page_read_only_and_cannot_act(ui, browser):
     base_url, engine, logs, robot = ui
+    # A dead letter to see and to retry, whichever test ran first (the admin's requeues the one
+    # the deliverer left).
+    ops_robot = status_by_name(engine)["ops_robot"]
+    if not ops_robot.dead:
+        OutboxStore(engine).mark_dead_pending(ops_robot.robot_key, "ops_robot", DEAD_REASON)
+    robot_key = ops_robot.robot_key
+    before = _outbox(engine)
+    assert any(row["status"] == DEAD for row in before)
+
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = login(context, base_url, VIEWER)
     content = open_alerts(page, base_url)
@@ -361,17 +370,13 @@ def test_a_viewer_sees_the_page_read_only_and_cannot_act(ui, browser):
         content.locator("button.dingbot-retry-one, button.dingbot-retry-all, button.dingbot-test").count()
         == 0
     )
-    assert content.locator("section.dingbot-alert").count() == len(_outbox(engine))
+    assert content.locator("section.dingbot-alert").count() == len(before)
+    assert robot_cells(content, "ops_robot")["dead"] == str(status_by_name(engine)["ops_robot"].dead)
+    dead = content.locator("section.dingbot-alert[data-status=dead]").first
+    assert DEAD_REASON in dead.locator(".dingbot-last-error").inner_text()
     assert_no_secret_on(page)
     screenshot(page, f"airflow{AIRFLOW_LINE}-alerts-viewer")
 
-    # A dead letter to retry, whichever test ran first (the admin's requeues the one there was).
-    ops_robot = status_by_name(engine)["ops_robot"]
-    if not ops_robot.dead:
-        OutboxStore(engine).mark_dead_pending(ops_robot.robot_key, "ops_robot", DEAD_REASON)
-    robot_key = ops_robot.robot_key
-    before = _outbox(engine)
-    assert any(row["status"] == DEAD for row in before)
     if AIRFLOW_LINE == "2":
         # With a valid CSRF token: refused for the permission, not the token.
         token = page.evaluate("csrfToken")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from airflow_ext import config
@@ -124,6 +125,45 @@ def connection_problems(conn_id: str) -> list[str]:
     return problems
 
 
+#: How many of the tasks naming a Connection a problem line lists before "and N more".
+TASKS_LISTED = 3
+
+
+def task_conn_ids(dags: Iterable[Any]) -> dict[str, list[str]]:
+    """Each Connection a task names with ``ding_conn_id``, with the tasks naming it ("dag.task"),
+    read the way the alert path reads them (``default_args``, TaskGroups and mapped tasks alike)."""
+    from airflow_ext.hooks import routing_facts
+
+    named: dict[str, list[str]] = {}
+    for dag in dags:
+        for task in dag.tasks:
+            for conn_id in routing_facts(task, task)["conn_ids"]:
+                named.setdefault(conn_id, []).append(f"{dag.dag_id}.{task.task_id}")
+    return named
+
+
+def _tasks_naming(tasks: list[str]) -> str:
+    listed = ", ".join(tasks[:TASKS_LISTED])
+    more = len(tasks) - TASKS_LISTED
+    return f"{listed} and {more} more" if more > 0 else listed
+
+
+def dags_folder_problems(
+    dags: dict[str, Any], import_errors: dict[str, str], checked: list[str]
+) -> list[str]:
+    """What ``check --dags`` adds: files it could not read, and each Connection a task names that
+    is not among the ``checked`` ones (those the configuration names) and cannot be used."""
+    problems = [
+        f"DAG file {path} failed to import: its tasks' ding_conn_id are not checked"
+        for path in sorted(import_errors)
+    ]
+    for conn_id, tasks in sorted(task_conn_ids(dags.values()).items()):
+        if conn_id not in checked:
+            naming = _tasks_naming(tasks)
+            problems += [f"{problem} (ding_conn_id of {naming})" for problem in connection_problems(conn_id)]
+    return problems
+
+
 def check_routes(conf: Any) -> None:
     from airflow_ext import routing
 
@@ -162,8 +202,12 @@ def _checks(conf: Any) -> list[Callable[[Any], Any]]:
     return checks
 
 
-def find_problems(conf: Any = None) -> list[str]:
-    """Every configuration problem, one line each; empty when the configuration is usable."""
+def find_problems(conf: Any = None, dags_folder: tuple[dict, dict] | None = None) -> list[str]:
+    """Every configuration problem, one line each; empty when the configuration is usable.
+
+    With ``dags_folder`` (the adapter's ``load_dags()``: DAGs by id, files that failed to import),
+    also every Connection a task names with ``ding_conn_id``.
+    """
     conf = conf or config._conf()
     problems = unknown_option_problems(conf)
     for check in _checks(conf):
@@ -171,12 +215,15 @@ def find_problems(conf: Any = None) -> list[str]:
             check(conf)
         except ConfigError as err:
             problems.append(str(err))
-    for conn_id in named_conn_ids(conf):
+    named = named_conn_ids(conf)
+    for conn_id in named:
         problems += connection_problems(conn_id)
+    if dags_folder is not None:
+        problems += dags_folder_problems(*dags_folder, checked=named)
     return problems
 
 
-def summary(conf: Any = None) -> str:
+def summary(conf: Any = None, dags_folder: tuple[dict, dict] | None = None) -> str:
     """What the configuration will do, without any secret: for a check that found no problem."""
     conf = conf or config._conf()
     path = config.backend_path(conf)
@@ -184,6 +231,13 @@ def summary(conf: Any = None) -> str:
     named = named_conn_ids(conf)
     if named:
         parts.append(f"robots {', '.join(named)}")
+    if dags_folder is not None:
+        dags = dags_folder[0]
+        by_task = sorted(name for name in task_conn_ids(dags.values()) if name not in named)
+        parts.append(
+            f"{len(dags)} {'DAG' if len(dags) == 1 else 'DAGs'} parsed"
+            + (f", robots named by ding_conn_id {', '.join(by_task)}" if by_task else "")
+        )
     if path in DINGTALK_BACKENDS and _uses_dingding_section(conf) and config.text_option(conf, "bot_url"):
         from airflow_ext.channels.dingtalk import DingTalkRobot
 

@@ -43,7 +43,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         from airflow.configuration import conf
     except Exception as err:  # a malformed airflow.cfg: Airflow itself cannot start either
         raise ConfigError(f"cannot read the Airflow configuration: {type(err).__name__}: {err}") from None
-    problems = checks.find_problems(conf)
+    dags_folder = None
+    if args.dags:
+        from airflow_ext.adapters import current
+
+        dags_folder = current().load_dags()
+    problems = checks.find_problems(conf, dags_folder)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -53,7 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(checks.summary())
+    print(checks.summary(conf, dags_folder))
     if args.send:
         return _cmd_send_test(args)
     return 0
@@ -136,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate [dingbot] and [dingding] offline: one line per problem naming the option; "
         "exit 1 if there is any",
+    )
+    check.add_argument(
+        "--dags",
+        action="store_true",
+        help="also parse the DAGs folder and check every Connection a task names with ding_conn_id",
     )
     check.add_argument("--send", action="store_true", help="then send a test alert, as send-test does")
     check.set_defaults(func=_cmd_check)

@@ -18,7 +18,8 @@ from airflow_ext.hooks import FLAG_FOR_KIND, routing_facts, task_flag
 def explain(dag_id: str, task_id: str | None = None) -> str:
     from airflow_ext.adapters import current
 
-    dag, import_errors = current().load_dag(dag_id)
+    dags, import_errors = current().load_dags()
+    dag = dags.get(dag_id)
     if dag is None:
         broken = [path for path in import_errors if dag_id in path]
         hint = f" (files that failed to import: {', '.join(sorted(import_errors))})" if import_errors else ""

@@ -7,6 +7,7 @@ the end-to-end tests also read them from the metadata database.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -210,6 +211,37 @@ def test_check_names_every_connection_of_routes_and_default(connections, monkeyp
 
     assert [p.split(" ")[1] for p in problems] == ["'missing'", "'wrong_type'", "'also_missing'"], problems
     assert "robots good, missing, wrong_type, also_missing" not in problems
+
+
+def _dag(dag_id: str, *tasks: tuple[str, object]) -> SimpleNamespace:
+    dag = SimpleNamespace(dag_id=dag_id, tags=[])
+    dag.tasks = [SimpleNamespace(task_id=name, ding_conn_id=conn_id, dag=dag) for name, conn_id in tasks]
+    return dag
+
+
+def test_check_dags_names_the_tasks_of_each_unusable_connection(connections, monkeypatch):
+    connections(good=conn_json("wecom"), configured=conn_json("postgres"))
+    monkeypatch.setenv("AIRFLOW__DINGBOT__DEFAULT_CONN_ID", "configured")
+    dags = {
+        "etl": _dag("etl", *[(f"t{n}", "missing") for n in range(5)], ("fan", ["good", "configured"])),
+        "ml": _dag("ml", ("fit", "missing"), ("quiet", None), ("both", ["good", "wrong"])),
+    }
+    import_errors = {"dags/broken.py": "SyntaxError: invalid syntax"}
+
+    problems = checks.find_problems(dags_folder=(dags, import_errors))
+
+    # (start, end) of each line: the configuration's own Connection once, without the tasks naming
+    # it; the file it could not read; then each other unusable Connection with its tasks.
+    expected = [
+        ("Connection 'configured' has conn type 'postgres'", "wecom"),
+        ("DAG file dags/broken.py failed to import: its tasks' ding_conn_id are not checked", ""),
+        ("Connection 'missing' is not defined", "(ding_conn_id of etl.t0, etl.t1, etl.t2 and 3 more)"),
+        ("Connection 'wrong' is not defined", "(ding_conn_id of ml.both)"),
+    ]
+    assert len(problems) == len(expected), problems
+    for problem, (start, end) in zip(problems, expected):
+        assert problem.startswith(start) and problem.endswith(end), problem
+    assert "robots named by ding_conn_id good, missing, wrong" in checks.summary(dags_folder=(dags, {}))
 
 
 def test_check_names_an_unknown_extra(connections, monkeypatch):

@@ -109,12 +109,13 @@ def _robot_connection(conn_id: str, conn: Any):
     )
 
 
-def load_dag(dag_id: str):
-    """The DAG as parsed from the DAGs folder (what ``airflow-ext route`` explains)."""
+def load_dags() -> tuple[dict, dict]:
+    """Every DAG parsed from the DAGs folder, by id, and the files that failed to import (what
+    ``airflow-ext route`` explains and ``airflow-ext check --dags`` checks)."""
     from airflow.models.dagbag import DagBag
 
     bag = DagBag(include_examples=False, read_dags_from_db=False)
-    return bag.dags.get(dag_id), bag.import_errors
+    return bag.dags, bag.import_errors
 
 
 def mask_secret(value: str) -> None:

@@ -228,15 +228,16 @@ def _connection_fields(answer: Any) -> dict[str, Any]:
     }
 
 
-def load_dag(dag_id: str):
-    """The DAG as parsed from the DAGs folder (what ``airflow-ext route`` explains)."""
+def load_dags() -> tuple[dict, dict]:
+    """Every DAG parsed from the DAGs folder, by id, and the files that failed to import (what
+    ``airflow-ext route`` explains and ``airflow-ext check --dags`` checks)."""
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
 
     if settings.DAGS_FOLDER not in sys.path:  # as the DAG processor has it: DAG files import their helpers
         sys.path.append(settings.DAGS_FOLDER)
     bag = DagBag(dag_folder=settings.DAGS_FOLDER)
-    return bag.dags.get(dag_id), bag.import_errors
+    return bag.dags, bag.import_errors
 
 
 def _has_database() -> bool:

@@ -9,9 +9,11 @@ backend hands them over) and one from the metadata database (`airflow connection
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from tests.conftest import BIN, assert_no_secret, run
+from tests.conftest import BIN, E2E_DAGS, assert_no_secret, run
 from tests.e2e.teams import EXPECTED, SECRETS, add_database_connection, connection_env, tasks_seen
 
 pytestmark = pytest.mark.e2e
@@ -93,3 +95,52 @@ def test_check_and_send_test_reach_a_connection(team_env, groups):
     assert len(groups["ml_wecom"].messages) == 1
     for secret in SECRETS:
         assert secret not in check.stdout + check.stderr + sent.stdout + sent.stderr
+
+
+#: A DAG file whose tasks name Connections that exist nowhere (one in default_args, one mapped).
+ORPHANS_DAG = """
+from airflow import DAG
+from airflow.operators.python import PythonOperator
+from dingbot_e2e_common import START, fail
+
+with DAG("orphans", schedule=None, start_date=START, default_args={"ding_conn_id": "gone_robot"}):
+    PythonOperator(task_id="cleanup", python_callable=fail)
+    PythonOperator(task_id="archive", python_callable=fail)
+    PythonOperator.partial(task_id="fanout", python_callable=fail, ding_conn_id="typo_wecom").expand(
+        op_args=[[1], [2]]
+    )
+"""
+
+
+@pytest.fixture
+def dags_folder(tmp_path):
+    """A DAGs folder of its own: the teams' DAGs and their helper module."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    for name in ("dingbot_teams.py", "dingbot_e2e_common.py"):
+        shutil.copy(E2E_DAGS / name, folder / name)
+    return folder
+
+
+def test_check_dags_covers_the_connections_tasks_name(team_env, dags_folder):
+    env = {**team_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder)}
+    good = run([str(BIN / "airflow-ext"), "check", "--dags"], env)
+    assert good.returncode == 0, good.stderr
+    assert "DAGs parsed" in good.stdout
+
+    (dags_folder / "orphans.py").write_text(ORPHANS_DAG)
+    (dags_folder / "broken.py").write_text("from airflow import DAG\nthis is not python\n")
+    # Without --dags the configuration alone is checked, and it is fine.
+    assert run([str(BIN / "airflow-ext"), "check"], env).returncode == 0
+    bad = run([str(BIN / "airflow-ext"), "check", "--dags"], env)
+    assert bad.returncode == 1
+    lines = [line for line in bad.stderr.splitlines() if "ding_conn_id" in line]
+    gone = "(ding_conn_id of orphans.cleanup, orphans.archive)"
+    assert any("'gone_robot'" in line and gone in line for line in lines), bad.stderr
+    assert any("'typo_wecom'" in line and "(ding_conn_id of orphans.fanout)" in line for line in lines)
+    assert any("broken.py failed to import" in line for line in lines), bad.stderr
+    # The teams' own Connections are fine: nothing is said of them.
+    assert not any(name in bad.stderr for name in ("payments_dingtalk", "ml_wecom", "platform_feishu"))
+    assert "airflow-ext check: 3 configuration problems" in bad.stderr
+    for secret in SECRETS:
+        assert secret not in good.stdout + good.stderr + bad.stdout + bad.stderr

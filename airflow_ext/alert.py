@@ -165,10 +165,23 @@ def exception_fields(error: None | str | BaseException) -> tuple[str | None, str
     """``(exception_type, exception_message, traceback)`` of what failure handling was given."""
     if isinstance(error, BaseException):
         traceback = _format_traceback(error, _user_traceback(error))
-        return type(error).__name__, clean_text(error), clean_text(traceback) if traceback else None
+        return (
+            type(error).__name__,
+            masked(clean_text(error)),
+            masked(clean_text(traceback)) if traceback else None,
+        )
     if error:
-        return None, clean_text(error), None
+        return None, masked(clean_text(error)), None
     return None, None, None
+
+
+def masked(text: str) -> str:
+    """``text`` with each secret Airflow's secrets masker knows in this process shown as ``***``,
+    as the task's log shows it: an exception may hold a Connection's password, and an alert reaches
+    a whole group (and the Alerts page)."""
+    from airflow_ext.adapters import current
+
+    return current().redact(text)
 
 
 def local_hostname() -> str:

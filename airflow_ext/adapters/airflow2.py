@@ -118,6 +118,14 @@ def load_dags() -> tuple[dict, dict]:
     return bag.dags, bag.import_errors
 
 
+def redact(text: str) -> str:
+    """``text`` with the secrets of Airflow's masker (Connections' passwords, sensitive Variables)
+    replaced; the masker never raises (it logs and returns the text as it was)."""
+    from airflow.utils.log.secrets_masker import redact as airflow_redact
+
+    return airflow_redact(text)
+
+
 def mask_secret(value: str) -> None:
     from airflow.utils.log.secrets_masker import mask_secret as airflow_mask_secret
 

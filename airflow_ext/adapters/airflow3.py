@@ -410,6 +410,19 @@ def _isoformat(value) -> str | None:
     return value.isoformat() if value else None
 
 
+def redact(text: str) -> str:
+    """``text`` with the secrets of both maskers replaced: the Task SDK's (a task process's
+    Connections and Variables) and core's (the scheduler's, the DAG processor's); neither raises."""
+    from airflow.sdk._shared.secrets_masker import redact as sdk_redact
+
+    text = sdk_redact(text)
+    try:
+        from airflow._shared.secrets_masker import redact as core_redact
+    except ImportError:  # a worker with the Task SDK alone
+        return text
+    return core_redact(text)
+
+
 def mask_secret(value: str) -> None:
     """Mask in the task-process masker (which tells the supervisor) and in the core processes' one."""
     from airflow.sdk.log import mask_secret as sdk_mask_secret

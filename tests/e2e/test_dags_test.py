@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -136,6 +137,18 @@ def test_debug_logging_of_a_failing_robot_prints_no_secret(airflow, robot):
     assert "access_token=***" in output
     assert "HTTP 500" in output
     assert_no_secret(output)
+
+
+def test_a_connections_password_in_the_failure_is_masked_as_in_the_log(airflow, robot):
+    password = "warehouse-pass-6d5c4b"
+    connection = {"conn_type": "postgres", "host": "db.internal", "login": "etl", "password": password}
+    # (`dags test` itself prints the traceback unmasked on the console: Airflow's output, not the alert.)
+    _dags_test(airflow, robot, "dingbot_masked", AIRFLOW_CONN_DINGBOT_WAREHOUSE=json.dumps(connection))
+
+    (message,) = robot.messages
+    text = message["body"]["markdown"]["text"]
+    assert "PermissionError" in text and "db.internal" in text, text
+    assert password not in text and "etl:***" in unescape_markdown(text), text
 
 
 def test_hostile_failure_text_is_shown_as_written_and_takes_no_effect(airflow, robot):

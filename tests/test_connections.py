@@ -213,6 +213,25 @@ def test_check_names_every_connection_of_routes_and_default(connections, monkeyp
     assert "robots good, missing, wrong_type, also_missing" not in problems
 
 
+@pytest.mark.parametrize(
+    "host, shown",
+    [
+        ("https://bob:hunter2pass@robot.example:8443", "DingTalk at https://robot.example:8443,"),
+        ("http://bob@127.0.0.1:8765/robot/send", "DingTalk at http://127.0.0.1:8765,"),
+        ("http://[::1]:8765", "DingTalk at http://[::1]:8765,"),
+        ("https://oapi.dingtalk.com", "DingTalk at https://oapi.dingtalk.com,"),
+    ],
+)
+def test_a_robot_is_described_by_scheme_host_and_port_only(connections, host, shown):
+    from airflow_ext.route_explain import describe_robot
+
+    connections(robot=conn_json("dingding", host=host))
+
+    described = describe_robot("robot")
+    assert shown in described, described
+    assert "hunter2pass" not in described and "bob" not in described and TOKEN not in described
+
+
 def _dag(dag_id: str, *tasks: tuple[str, object]) -> SimpleNamespace:
     dag = SimpleNamespace(dag_id=dag_id, tags=[])
     dag.tasks = [SimpleNamespace(task_id=name, ding_conn_id=conn_id, dag=dag) for name, conn_id in tasks]

@@ -104,7 +104,12 @@ async def current_user(request: Request) -> Optional[Any]:
 
 
 def may_read(user: Any) -> bool:
-    return _auth_manager().is_authorized_dag(method="GET", user=user)
+    """Whether the user may read some DAG (the page lists the alerts of those only): all DAGs, or
+    some of them, as a per-DAG permission gives; asked with no DAG, the auth manager answers for all."""
+    manager = _auth_manager()
+    return manager.is_authorized_dag(method="GET", user=user) or bool(
+        manager.get_authorized_dag_ids(user=user, method="GET")
+    )
 
 
 def may_act(user: Any) -> bool:
@@ -144,7 +149,7 @@ async def _json_body(request: Request) -> dict:
         raise HTTPException(413, f"an action's body is at most {MAX_ACTION_BYTES} bytes")
     try:
         body = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for the parser
         raise HTTPException(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise HTTPException(400, "the body must be a JSON object")
@@ -222,6 +227,9 @@ def create_app() -> FastAPI:
             return JSONResponse({"detail": refused.detail}, status_code=refused.status_code)
         except alerts_page.ActionRefused as err:
             return JSONResponse({"detail": str(err)}, status_code=409)
+        except Exception:  # the server log has the traceback; the answer never does
+            log.exception("Alerts page action failed")
+            return JSONResponse({"detail": alerts_page.ACTION_FAILED}, status_code=500)
         return JSONResponse({"message": message})
 
     @app.post("/retry")

@@ -43,6 +43,10 @@ class ActionRefused(Exception):
     """An action the page cannot carry out as asked; the message says why (never a secret)."""
 
 
+#: What a user is told when an action failed in an unexpected way (the server log says why).
+ACTION_FAILED = "the action failed on the server; its log says why"
+
+
 @dataclass(frozen=True)
 class RobotView:
     status: RobotStatus
@@ -215,10 +219,10 @@ def explain_route(dag_id: str, task_id: str | None) -> str:
     from airflow_ext.route_explain import explain
 
     try:
-        return explain(dag_id, task_id or None)
+        return explain(dag_id, task_id or None, from_database=True)
     except DingbotError as err:
         return f"cannot explain: {err}"
-    except Exception as err:  # a DAG file that fails to parse must not break the page
+    except Exception as err:  # a DAG that fails to deserialize must not break the page
         log.warning("Explaining the route of %s failed", dag_id, exc_info=True)
         return f"cannot explain: {type(err).__name__}"
 
@@ -276,15 +280,28 @@ def _robot_status(store: OutboxStore, robot_key: str) -> RobotStatus:
     raise ActionRefused(f"no robot {robot_key[:12]!r} in the outbox")
 
 
+#: The largest id an outbox row can have (a signed 64-bit integer column on every database).
+MAX_ALERT_ID = 2**63 - 1
+
+
+def parse_alert_id(value: Any) -> int:
+    """An alert id from a form or a JSON body: a whole number (or its digits) from 1 to
+    MAX_ALERT_ID; never a bool, a float or a string like "1e3" that ``int()`` would also take."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ActionRefused(f"alert id must be a whole number, not {str(value)[:40]!r}")
+    if not 1 <= number <= MAX_ALERT_ID:
+        raise ActionRefused(f"alert id must be from 1 to {MAX_ALERT_ID}, not {str(number)[:40]}")
+    return number
+
+
 def retry_dead(store: OutboxStore, robot_key: str, alert_id: Any = None) -> str:
     """Queue one dead letter (``alert_id``) or all of a robot's again; what happened, in words."""
     status = _robot_status(store, robot_key)
-    ids = None
-    if alert_id not in (None, ""):
-        try:
-            ids = [int(alert_id)]
-        except (TypeError, ValueError):
-            raise ActionRefused(f"alert id must be a whole number, not {str(alert_id)[:40]!r}") from None
+    ids = None if alert_id in (None, "") else [parse_alert_id(alert_id)]
     queued = store.retry_dead(robot_key, ids=ids)
     names = ", ".join(robot_names(status))
     if ids is not None and not queued:

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from airflow_ext.outbox.store import DEAD, PENDING, SENT, OutboxStore
+from airflow_ext.ui import page as alerts_page
 from tests.browser import browser_fixture, screenshot  # noqa: F401 - fixture
 from tests.conftest import (
     AIRFLOW_LINE,
@@ -48,6 +49,8 @@ pytestmark = pytest.mark.e2e
 UI_DAGS = Path(__file__).resolve().parent / "ui_dags"
 WRONG_TOKEN = "ops-robot-token-rotated-0a9b8c"
 ADMIN, VIEWER = ("admin", "admin-pass-5b1e"), ("viewer", "viewer-pass-7c2f")
+#: 2.11: a user whose role may read the DAG ui_orders only (FAB's per-DAG permission).
+ORDERS_READER, ORDERS_READER_ROLE = ("orders_reader", "orders-pass-3e4d"), "OrdersReader"
 SECRETS = (ROBOT_TOKEN, ROBOT_SECRET, WRONG_TOKEN)
 DEAD_REASON = "token is not exist"
 
@@ -142,7 +145,7 @@ def _airflow2_webserver(base_env, tmp: Path, database_url: str, robot):
         base_env,
         tmp / "home",
         database_url,
-        **_robot_env(robot),
+        **_robot_env(robot, DINGBOT_UI_DAG_PARSES=str(tmp / "dag-parses.log")),
         AIRFLOW__WEBSERVER__SECRET_KEY="dingbot-ui-test-secret-key",
         AIRFLOW__WEBSERVER__BASE_URL=f"http://127.0.0.1:{port}",
         AIRFLOW__WEBSERVER__WORKERS="1",
@@ -154,7 +157,14 @@ def _airflow2_webserver(base_env, tmp: Path, database_url: str, robot):
     for args in (["db", "migrate"], ["dags", "reserialize"], ["sync-perm"]):
         result = run([airflow, *args], env, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
-    for (user, password), role in ((ADMIN, "Admin"), (VIEWER, "Viewer")):
+    for args in (
+        ["roles", "create", ORDERS_READER_ROLE],
+        ["roles", "add-perms", ORDERS_READER_ROLE, "-r", "DAG:ui_orders", "-a", "can_read"],
+        ["roles", "add-perms", ORDERS_READER_ROLE, "-r", "Website", "-a", "can_read"],
+    ):
+        result = run([airflow, *args], env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for (user, password), role in ((ADMIN, "Admin"), (VIEWER, "Viewer"), (ORDERS_READER, ORDERS_READER_ROLE)):
         created = run(
             [
                 airflow,
@@ -182,7 +192,7 @@ def _airflow2_webserver(base_env, tmp: Path, database_url: str, robot):
     )
     try:
         wait_for_port(port, server, log, timeout_s=180)
-        yield env, f"http://127.0.0.1:{port}", {"webserver": log}
+        yield env, f"http://127.0.0.1:{port}", {"webserver": log, "dag-parses": tmp / "dag-parses.log"}
     finally:
         stop_all([server])
 
@@ -195,7 +205,7 @@ def _airflow3_api_server(base_env, tmp: Path, database_url: str, robot):
         base_env,
         tmp / "home",
         database_url,
-        **_robot_env(robot),
+        **_robot_env(robot, DINGBOT_UI_DAG_PARSES=str(tmp / "dag-parses.log")),
         AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{ADMIN[0]}:admin,{VIEWER[0]}:viewer",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
@@ -210,7 +220,7 @@ def _airflow3_api_server(base_env, tmp: Path, database_url: str, robot):
     server = start([airflow, "api-server"], env, log)
     try:
         wait_for_port(int(env["AIRFLOW__API__PORT"]), server, log, timeout_s=180)
-        yield env, env["AIRFLOW__API__BASE_URL"], {"api-server": log}
+        yield env, env["AIRFLOW__API__BASE_URL"], {"api-server": log, "dag-parses": tmp / "dag-parses.log"}
     finally:
         stop_all([server])
 
@@ -315,6 +325,9 @@ def test_an_admin_sees_the_databases_figures_and_retries_a_dead_letter(ui, brows
         > 0
     )
     assert "13800000000" in sent.locator(".dingbot-message").inner_text()
+    # The style reaches the browser as written: escaped, its child selectors and quoted fonts break.
+    css = alerts_page.page_css().strip()
+    assert any(css in style for style in content.locator("style").all_text_contents()), "style escaped"
     assert_no_secret_on(page)
     screenshot(page, f"airflow{AIRFLOW_LINE}-alerts-admin")
     if AIRFLOW_LINE == "3":
@@ -332,13 +345,17 @@ def test_an_admin_sees_the_databases_figures_and_retries_a_dead_letter(ui, brows
     expect(content.locator("section.dingbot-alert")).to_have_count(1)
     assert content.locator("section.dingbot-alert[data-status=dead]").count() == 1
 
-    # Where would ui_orders.load_orders alert? Its ding_conn_id, with no secret.
+    # Where would ui_orders.load_orders alert? Its ding_conn_id, with no secret, read from the
+    # serialized DAG: `dags reserialize` parsed the file; the server never does.
+    parses_before = logs["dag-parses"].read_text()
+    assert parses_before, "dags reserialize parsed the DAG file"
     content.locator("#dingbot-route input[name=route_dag]").fill("ui_orders")
     content.locator("#dingbot-route input[name=route_task]").fill("load_orders")
     content.locator("#dingbot-route button[type=submit]").click()
     answer = content.locator("#dingbot-route-answer")
     answer.wait_for()
     assert "ops_robot" in answer.inner_text() and "ding_conn_id" in answer.inner_text()
+    assert logs["dag-parses"].read_text() == parses_before, "the UI server parsed a DAG file"
     assert_no_secret_on(page)
     screenshot(page, f"airflow{AIRFLOW_LINE}-alerts-route")
 
@@ -393,6 +410,25 @@ def test_a_viewer_sees_the_page_read_only_and_cannot_act(ui, browser):
         )
     assert answer.status == 403, answer.text()
     assert _outbox(engine) == before
+    context.close()
+
+
+@pytest.mark.airflow2
+def test_a_user_who_may_read_some_dags_sees_their_alerts(ui, browser):
+    base_url, engine, logs, robot = ui
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = login(context, base_url, ORDERS_READER)
+    content = open_alerts(page, base_url)
+
+    assert content.locator(".dingbot-alerts").get_attribute("data-can-act") == "no"
+    # Every seeded alert is of ui_orders, the DAG the role may read.
+    assert content.locator("section.dingbot-alert").count() == len(_outbox(engine))
+    assert content.locator("#dingbot-filter select[name=dag_id] option").all_text_contents() == [
+        "all",
+        "ui_orders",
+    ]
+    assert_no_secret_on(page)
+    screenshot(page, "airflow2-alerts-orders-reader")
     context.close()
 
 

@@ -176,6 +176,36 @@ def test_retrying_one_dead_letter_and_all_of_a_robot(robots, store):
     assert alerts_page.retry_dead(store, ding) == "0 dead letters of [dingding] queued again"
 
 
+@pytest.mark.parametrize(
+    "alert_id, refusal",
+    [
+        ("1; DROP TABLE", "alert id must be a whole number"),
+        ("1e3", "alert id must be a whole number"),
+        ("-1", "alert id must be a whole number"),
+        ("١٢", "alert id must be a whole number"),  # Arabic-Indic digits: int() would take them
+        (True, "alert id must be a whole number"),
+        (1.9, "alert id must be a whole number"),
+        (float("inf"), "alert id must be a whole number"),
+        ([1], "alert id must be a whole number"),
+        (0, "alert id must be from 1 to"),
+        (2**63, "alert id must be from 1 to"),
+        ("9" * 25, "alert id must be from 1 to"),
+    ],
+)
+def test_an_alert_id_that_is_not_a_row_id_is_refused_by_name(robots, store, alert_id, refusal):
+    _ding, ops = _fill(store)
+    before = store.recent()
+
+    with pytest.raises(alerts_page.ActionRefused, match=refusal):
+        alerts_page.retry_dead(store, ops, alert_id)
+    assert store.recent() == before
+
+
+@pytest.mark.parametrize("alert_id", [" 7 ", "7", 7])
+def test_an_alert_id_is_a_whole_number_or_its_digits(alert_id):
+    assert alerts_page.parse_alert_id(alert_id) == 7
+
+
 def test_a_test_alert_reaches_the_robot_and_its_answer_is_kept(robots, store):
     answer = alerts_page.send_test(store, "[dingding]")
 

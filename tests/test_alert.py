@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from airflow_ext.alert import Alert, AlertKind, clean_text
+from airflow_ext.alert import Alert, AlertKind, clean_text, exception_fields
 from tests.test_render import make_alert
 
 
@@ -27,3 +28,31 @@ def test_clean_text_makes_any_input_encodable():
     assert clean_text("a\udc80b").encode("utf-8") == "a\ufffdb".encode("utf-8")
     assert clean_text(b"\xff\xfeok").endswith("ok")
     assert clean_text(ValueError("boom")) == "boom"
+
+
+def test_the_failure_text_goes_through_the_secrets_masker(monkeypatch):
+    from airflow_ext.adapters import current
+
+    monkeypatch.setattr(current(), "redact", lambda text: text.replace("hunter2", "***"))
+
+    kind, message, traceback = exception_fields(PermissionError("etl:hunter2 refused"))
+
+    assert (kind, message) == ("PermissionError", "etl:*** refused")
+    assert exception_fields("killed: hunter2")[1] == "killed: ***"
+
+
+def test_a_failing_masker_keeps_the_alert_and_says_so_once(monkeypatch, caplog):
+    from airflow_ext import problems
+    from airflow_ext.adapters import current
+
+    def broken(text):
+        raise RuntimeError("Logging Configuration Error! No SecretsMasker found!")
+
+    monkeypatch.setattr(current(), "redact", broken)
+    problems.forget()
+
+    with caplog.at_level(logging.ERROR, logger="airflow_ext.alert"):
+        assert exception_fields("etl refused")[1] == "etl refused"
+        assert exception_fields("etl refused again")[1] == "etl refused again"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(said) == 1 and "unmasked" in said[0] and "RuntimeError" in said[0], said

@@ -557,3 +557,37 @@ def test_repeated_msg_uuid_kept_when_dedup_is_off():
         assert errcode_of(post(r.url, txt("a", msgUuid="u-1"))) == 0
         assert errcode_of(post(r.url, txt("a again", msgUuid="u-1"))) == 0
         assert [m["body"]["msgUuid"] for m in r.messages] == ["u-1", "u-1"]
+
+
+#: Loads every fake robot in a Python where requests cannot be imported, as the benchmarks' driver
+#: (any Python 3.11 with uv) loads them; prints each fake class's name.
+_FAKES_WITHOUT_REQUESTS = """
+import importlib, importlib.abc, sys
+
+class NoRequests(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "requests" or name.startswith("requests."):
+            raise ModuleNotFoundError("No module named 'requests' (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoRequests())
+for module, name in [
+    ("airflow_ext.fake_robot", "FakeRobot"),
+    ("airflow_ext.fakes.wecom", "FakeWeComRobot"),
+    ("airflow_ext.fakes.feishu", "FakeFeishuRobot"),
+    ("airflow_ext.fakes.slack", "FakeSlackWebhook"),
+]:
+    print(getattr(importlib.import_module(module), name).__name__)
+"""
+
+
+def test_the_fake_robots_need_nothing_beyond_the_standard_library():
+    result = subprocess.run(
+        [sys.executable, "-c", _FAKES_WITHOUT_REQUESTS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["FakeRobot", "FakeWeComRobot", "FakeFeishuRobot", "FakeSlackWebhook"]

@@ -175,22 +175,6 @@ LARK_MD = Markup(
 # --- the Connection ------------------------------------------------------------------------------
 
 
-def card_elements(card: dict[str, Any]) -> list[Any] | None:
-    """A card's elements in any layout Feishu accepts: ``elements``, card JSON 2.0's ``body.elements``,
-    or the first language of ``i18n_elements``; ``None`` when it has none."""
-    if isinstance(card.get("elements"), list):
-        return card["elements"]
-    body = card.get("body")
-    if isinstance(body, dict) and isinstance(body.get("elements"), list):
-        return body["elements"]
-    i18n = card.get("i18n_elements")
-    if isinstance(i18n, dict):
-        for elements in i18n.values():
-            if isinstance(elements, list):
-                return elements
-    return None
-
-
 def webhook_url(host: str, token: str) -> str:
     """The webhook of a ``feishu`` Connection: ``{host}/open-apis/bot/v2/hook/{password}``."""
     return f"{host.rstrip('/')}{HOOK_PATH}{quote(token, safe='-._~')}"

@@ -44,7 +44,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from airflow_ext.channels.feishu import card_elements
+from airflow_ext.channels.feishu_card import card_elements
 from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
 
 __all__ = [

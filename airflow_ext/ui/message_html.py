@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from markdown_it import MarkdownIt
 
-from airflow_ext.channels.feishu import card_elements
+from airflow_ext.channels.feishu_card import card_elements
 
 __all__ = ["CHANNELS", "MESSAGE_CSS", "render_payload_html"]
 

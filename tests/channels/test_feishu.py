@@ -506,22 +506,3 @@ def test_digest_of_many_failures_is_a_valid_card(fake):
         assert message["formatting"] == ["bold", "link", "mention"]
         for alert in digest.alerts:  # each failure named as written, its id inert
             assert alert.task_id in message["rendered"]
-
-
-ELEMENTS = [{"tag": "div", "text": {"tag": "lark_md", "content": "Airflow"}}]
-
-
-@pytest.mark.parametrize(
-    ("card", "expected"),
-    [
-        ({"elements": ELEMENTS}, ELEMENTS),
-        ({"schema": "2.0", "body": {"elements": ELEMENTS}}, ELEMENTS),
-        ({"i18n_elements": {"zh_cn": ELEMENTS, "en_us": []}}, ELEMENTS),
-        ({"elements": "not a list", "body": {"elements": ELEMENTS}}, ELEMENTS),
-        ({"body": "not a dict"}, None),
-        ({"i18n_elements": {"zh_cn": "not a list"}}, None),
-        ({}, None),
-    ],
-)
-def test_card_elements_are_found_in_each_layout_feishu_accepts(card, expected):
-    assert feishu.card_elements(card) == expected

@@ -120,7 +120,8 @@ def load_dags() -> tuple[dict, dict]:
 
 def redact(text: str) -> str:
     """``text`` with the secrets of Airflow's masker (Connections' passwords, sensitive Variables)
-    replaced; the masker never raises (it logs and returns the text as it was)."""
+    replaced. Raises RuntimeError where the logging config has no masker (``alert.masked`` then
+    keeps the text as it is, as Airflow's own logs do)."""
     from airflow.utils.log.secrets_masker import redact as airflow_redact
 
     return airflow_redact(text)

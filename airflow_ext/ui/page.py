@@ -287,10 +287,11 @@ MAX_ALERT_ID = 2**63 - 1
 def parse_alert_id(value: Any) -> int:
     """An alert id from a form or a JSON body: a whole number (or its digits) from 1 to
     MAX_ALERT_ID; never a bool, a float or a string like "1e3" that ``int()`` would also take."""
+    digits = value.strip() if isinstance(value, str) else None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
+    elif digits is not None and digits.isascii() and digits.isdigit():
+        number = int(digits)
     else:
         raise ActionRefused(f"alert id must be a whole number, not {str(value)[:40]!r}")
     if not 1 <= number <= MAX_ALERT_ID:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -11,29 +12,36 @@ from pathlib import Path
 import pytest
 
 from airflow_ext.fake_robot import FakeRobot
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "e2e" / "dags"
 BIN = Path(sys.executable).parent
 
 
-def _installed_airflow_line() -> str | None:
-    """The major version of the Airflow in this environment ("2" or "3"), read without importing it."""
+pytest_plugins = ["tests.suite_cost"]
+
+
+def _installed_airflow_version() -> str | None:
+    """The version of the Airflow in this environment, read without importing it."""
     for name in ("apache-airflow", "apache-airflow-core"):
         try:
-            return metadata.version(name).split(".", 1)[0]
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return None
 
 
+AIRFLOW_VERSION = _installed_airflow_version()
 #: Tests marked ``airflow2`` or ``airflow3`` run only on that line; everything else runs on both.
-AIRFLOW_LINE = _installed_airflow_line()
+AIRFLOW_LINE = AIRFLOW_VERSION.split(".", 1)[0] if AIRFLOW_VERSION else None
 
 #: Credentials of the local robot. Tests grep every output for them: they must never be printed.
 ROBOT_TOKEN = "tok-3f9a1c77e2b54d0b"
 ROBOT_SECRET = "SEC8c1d0f4e6a2b9d7e5f3a1c0b9e8d7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0"
 ROBOT_KEYWORD = "Airflow"
+#: The session's SQLite metadata database as `airflow db migrate` left it, in its Airflow home.
+MIGRATED_SQLITE = "airflow-migrated.db"
 
 
 def pytest_configure(config):
@@ -45,7 +53,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Deselect (not skip) the other line's tests: the summary counts them as deselected."""
+    """Deselect (not skip) the other line's tests: the summary counts them as deselected. Then put
+    the modules that run Airflow's services first and the other end-to-end modules next: with
+    pytest-xdist (``--dist loadfile``, one module per worker at a time), the longest modules start
+    first, and the quick ones fill in at the end."""
     other = {"2": "airflow3", "3": "airflow2"}.get(AIRFLOW_LINE or "")
     keep, dropped = [], []
     for item in items:
@@ -53,6 +64,11 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    rank: dict[str, int] = {}
+    for item in items:
+        own = 0 if item.get_closest_marker("services") else 1 if item.get_closest_marker("e2e") else 2
+        rank[item.path] = min(rank.get(item.path, own), own)  # a module is never split
+    items.sort(key=lambda item: rank[item.path])
 
 
 def counting_robot(robot_class: type[FakeRobot] = FakeRobot) -> FakeRobot:
@@ -119,6 +135,10 @@ def local_executor_env(base_env: dict[str, str], home, metadata_url: str, **over
             "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
             "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "60",
+            # The log servers of the scheduler (LocalExecutor) and the triggerer: ports of their own,
+            # so that two stacks can run at once.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         }
     )
     env.update(overrides)
@@ -152,6 +172,8 @@ def airflow_base_env(tmp_path_factory) -> dict[str, str]:
         )
     migrate = run([str(BIN / "airflow"), "db", "migrate"], env)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    # Kept as migrated, before any test writes to it: what tests/airflow_db.copy_sqlite_home copies.
+    shutil.copyfile(home / "airflow.db", home / MIGRATED_SQLITE)
     return env
 
 

@@ -15,14 +15,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from tests.airflow_db import postgres_airflow_database
 from tests.conftest import BIN, assert_no_secret, local_executor_env, run
-from tests.outbox.conftest import postgres_metadata_database
+from tests.ports import free_port
 
 
 @contextlib.contextmanager
 def metadata_engine() -> Iterator[tuple[str, Engine]]:
-    """An empty PostgreSQL metadata database (dropped afterwards) and an engine on it."""
-    with postgres_metadata_database() as url:
+    """A migrated PostgreSQL metadata database of its own (dropped afterwards) and an engine on it."""
+    with postgres_airflow_database() as url:
         engine = create_engine(url, poolclass=NullPool)
         try:
             yield url, engine
@@ -31,12 +32,11 @@ def metadata_engine() -> Iterator[tuple[str, Engine]]:
 
 
 def prepare_and_trigger(env: dict[str, str], dag_id: str, run_id: str, bin_dir: Path = BIN) -> None:
-    """Migrate, serialize the DAGs (so no service has to parse them first) and trigger one run, with
-    the ``airflow`` of ``bin_dir`` (the patched one unless told)."""
+    """Serialize the DAGs into the (migrated) database, so no service has to parse them first, and
+    trigger one run, with the ``airflow`` of ``bin_dir`` (the patched one unless told)."""
     airflow = str(bin_dir / "airflow")
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
-        result = run([airflow, *args], env)
-        assert result.returncode == 0, result.stdout + result.stderr
+    result = run([airflow, "dags", "reserialize"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
     trigger = run([airflow, "dags", "trigger", dag_id, "--run-id", run_id], env)
     assert trigger.returncode == 0, trigger.stdout + trigger.stderr
     assert_no_secret(trigger.stdout, trigger.stderr)
@@ -110,12 +110,6 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 
 # -- Airflow 3 services -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def airflow3_services_env(base_env, home: Path, database_url: str, **overrides: str) -> dict[str, str]:

@@ -87,9 +87,8 @@ def connection_env(groups) -> dict[str, str]:
 
 
 def add_database_connection(env: dict[str, str], groups) -> None:
-    """ml_wecom into the metadata database of ``env``, with `airflow connections add`."""
+    """ml_wecom into the (new) metadata database of ``env``, with `airflow connections add`."""
     airflow = str(BIN / "airflow")
-    run([airflow, "connections", "delete", "ml_wecom"], env)  # from an earlier test of the session
     wecom = {"conn_type": "wecom", "host": groups["ml_wecom"].base_url, "password": WECOM_KEY}
     added = run([airflow, "connections", "add", "ml_wecom", "--conn-json", json.dumps(wecom)], env)
     assert added.returncode == 0, added.stdout + added.stderr

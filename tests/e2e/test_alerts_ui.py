@@ -44,7 +44,7 @@ from tests.e2e.scheduled import (
     wait_for_port,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 UI_DAGS = Path(__file__).resolve().parent / "ui_dags"
 WRONG_TOKEN = "ops-robot-token-rotated-0a9b8c"
@@ -154,7 +154,7 @@ def _airflow2_webserver(base_env, tmp: Path, database_url: str, robot):
     )
     airflow = str(BIN / "airflow")
     # The DAG in the database (the page shows alerts of the DAGs the user may read) and the roles.
-    for args in (["db", "migrate"], ["dags", "reserialize"], ["sync-perm"]):
+    for args in (["dags", "reserialize"], ["sync-perm"]):
         result = run([airflow, *args], env, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
     for args in (
@@ -213,9 +213,8 @@ def _airflow3_api_server(base_env, tmp: Path, database_url: str, robot):
     )
     airflow = str(BIN / "airflow")
     # The DAG in the database: the page shows alerts of the DAGs the user may read.
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
-        result = run([airflow, *args], env, timeout=600)
-        assert result.returncode == 0, result.stdout + result.stderr
+    result = run([airflow, "dags", "reserialize"], env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
     log = tmp / "api-server.log"
     server = start([airflow, "api-server"], env, log)
     try:

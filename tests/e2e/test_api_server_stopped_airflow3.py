@@ -25,7 +25,7 @@ from tests.e2e.scheduled import (
     tail,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow3]
 
 DAG_ID, RUN_ID, TASK_ID = "dingbot_api_server_stopped", "api_server_stopped", "fails_when_released"
 #: Airflow's own retries of the state report (about 31 s, twice) bound how long the worker tries.

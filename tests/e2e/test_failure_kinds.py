@@ -36,7 +36,7 @@ from tests.e2e.scheduled import (
 )
 from tests.e2e.test_storm_localexecutor import all_named, named_in
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 OUTCOME_WORDS = {"failed": "final failure", "will retry": "will retry"}
 FINISHED = {"success", "failed", "skipped"}

@@ -48,6 +48,7 @@ from airflow_ext.fakes import feishu as fake_feishu
 from airflow_ext.fakes import slack as fake_slack
 from airflow_ext.fakes import wecom as fake_wecom
 from airflow_ext.render import unescape_markdown
+from tests.airflow_db import copy_sqlite_home
 from tests.conftest import (
     AIRFLOW_LINE,
     BIN,
@@ -443,17 +444,11 @@ def _epoch(db_time: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _last_dag_run_id(db: Path) -> int:
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        return con.execute("SELECT coalesce(max(id), 0) FROM dag_run").fetchone()[0]
-
-
-def _read_db(db: Path, dag_id: str, after_id: int) -> dict[str, Any]:
+def _read_db(db: Path, dag_id: str) -> dict[str, Any]:
     """What the database records of the run: the Run's fields from ``run_s`` on, but ``outputs``."""
     with contextlib.closing(sqlite3.connect(db)) as con:
         ((run_id, dag_run_state, started, ended),) = con.execute(
-            "SELECT run_id, state, start_date, end_date FROM dag_run WHERE dag_id = ? AND id > ?",
-            (dag_id, after_id),
+            "SELECT run_id, state, start_date, end_date FROM dag_run WHERE dag_id = ?", (dag_id,)
         ).fetchall()
         sequence = []
         for table in ("task_instance_history", "task_instance"):
@@ -484,15 +479,8 @@ def _read_db(db: Path, dag_id: str, after_id: int) -> dict[str, Any]:
     }
 
 
-def _dags_test(base_env: dict[str, str], template_db: Path, home: Path, dag_id: str, env: dict) -> Run:
-    home.mkdir()
-    db = home / "airflow.db"
-    with (
-        contextlib.closing(sqlite3.connect(template_db)) as src,
-        contextlib.closing(sqlite3.connect(db)) as dst,
-    ):
-        src.backup(dst)
-    earlier = _last_dag_run_id(db)  # the copy holds the runs of tests before this module
+def _dags_test(base_env: dict[str, str], home: Path, dag_id: str, env: dict) -> Run:
+    db = copy_sqlite_home(base_env, home)
     full_env = {
         **base_env,
         **env,
@@ -508,7 +496,7 @@ def _dags_test(base_env: dict[str, str], template_db: Path, home: Path, dag_id: 
     for log in sorted((home / "logs").rglob("*")):
         if log.is_file():
             outputs[str(log.relative_to(home))] = log.read_text(encoding="utf-8", errors="replace")
-    return Run(result.returncode, wall_s, outputs=outputs, **_read_db(db, dag_id, earlier))
+    return Run(result.returncode, wall_s, outputs=outputs, **_read_db(db, dag_id))
 
 
 def _run_env(rows: list[Row], robots: list[FakeRobot]) -> dict[str, str]:
@@ -529,14 +517,6 @@ def _run_env(rows: list[Row], robots: list[FakeRobot]) -> dict[str, str]:
         }
         env["AIRFLOW__DINGBOT__DEFAULT_CONN_ID"] = ",".join(row.conn_id for row in rows)
     return {**env, **{f"AIRFLOW__DINGBOT__{key}": value for key, value in options.items()}}
-
-
-def _bytecode_env(root: Path) -> dict[str, str]:
-    """In an environment that writes no bytecode (PYTHONDONTWRITEBYTECODE), each run would compile
-    Airflow anew, a third of its CPU time: the runs share a bytecode cache in ``root`` instead."""
-    if not sys.flags.dont_write_bytecode:
-        return {}
-    return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(root / "pycache")}
 
 
 @contextlib.contextmanager
@@ -567,10 +547,7 @@ def matrix(request, airflow_base_env, tmp_path_factory):
     Yields ((robot, future, robots in its run) of the reference, {row id: the same of the row}); each
     test waits for its row's run.
     """
-    template_db = Path(airflow_base_env["AIRFLOW_HOME"]) / "airflow.db"
-    assert template_db.is_file(), "the session's Airflow home has no SQLite database to copy"
     root = tmp_path_factory.mktemp("fault-matrix")
-    base_env = {**airflow_base_env, **_bytecode_env(root)}
     workers = int(os.environ.get("DINGBOT_E2E_WORKERS") or os.cpu_count() or 2)
 
     with contextlib.ExitStack() as stack:
@@ -589,7 +566,7 @@ def matrix(request, airflow_base_env, tmp_path_factory):
                     robot.set_mode(row.mode, **row.mode_kw)
             (dag_id,) = {row.dag_id for row in rows}
             assert len({row.delivered for row in rows}) == 1, f"{process}: one line cannot say both"
-            future = pool.submit(_dags_test, base_env, template_db, root / process, dag_id, env)
+            future = pool.submit(_dags_test, airflow_base_env, root / process, dag_id, env)
             return {row.id: (robot, future, len(rows)) for row, robot in zip(rows, robots)}
 
         (reference,) = start("reference", [Row("reference", "ok", dag_id=REFERENCE_DAG_ID)]).values()

@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from airflow_ext.fake_robot import FakeRobot
+from tests.airflow_db import postgres_airflow_database
 from tests.conftest import (
     BIN,
     assert_no_secret,
@@ -43,9 +44,8 @@ from tests.conftest import (
 )
 from tests.e2e.scheduled import start, stop_all, tail
 from tests.e2e.test_storm_localexecutor import named_in
-from tests.outbox.conftest import postgres_metadata_database
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow2]
 
 DAG_ID = "dingbot_killed"  # as in dags/dingbot_killed.py
 RUN_ID = "e2e_killed"
@@ -254,8 +254,8 @@ def robot():
 
 @pytest.fixture(scope="module")
 def metadata_url():
-    """An empty PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
-    with postgres_metadata_database() as url:
+    """A migrated PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
+    with postgres_airflow_database() as url:
         yield url
 
 
@@ -298,10 +298,9 @@ def killed(airflow_base_env, metadata_url, robot, tmp_path_factory):
         },
     )
     airflow = str(BIN / "airflow")
-    for command in (["db", "migrate"], ["dags", "reserialize"]):
-        done = run([airflow, *command], env)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert_no_secret(done.stdout, done.stderr)
+    done = run([airflow, "dags", "reserialize"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_no_secret(done.stdout, done.stderr)
     Path(env["DINGBOT_E2E_KILL_MARKER"]).write_text(f"{DAG_ID}.{KILL_AFTER_SEND}")
     trigger = run([airflow, "dags", "trigger", DAG_ID, "--run-id", RUN_ID], env)
     assert trigger.returncode == 0, trigger.stdout + trigger.stderr

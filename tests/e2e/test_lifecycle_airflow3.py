@@ -42,7 +42,7 @@ from tests.e2e.scheduled import (
 )
 from tests.e2e.test_storm_localexecutor import all_named
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow3]
 
 DAG_ID = "dingbot_lifecycle"
 RUN_ID = "lifecycle_e2e"

@@ -49,7 +49,7 @@ from tests.e2e.scheduled import (
 )
 from tests.e2e.test_storm_localexecutor import JWT, all_named
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow3]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow3]
 
 DAG_ID = "dingbot_outbox3"
 FIRST_RUN, SECOND_RUN = "outbox3_robot_down", "outbox3_route_down"

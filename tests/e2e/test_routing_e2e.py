@@ -13,17 +13,43 @@ import shutil
 
 import pytest
 
+from tests.airflow_db import copy_sqlite_home
 from tests.conftest import BIN, E2E_DAGS, assert_no_secret, run
-from tests.e2e.teams import EXPECTED, SECRETS, add_database_connection, connection_env, tasks_seen
+from tests.e2e.teams import (
+    EXPECTED,
+    SECRETS,
+    add_database_connection,
+    connection_env,
+    tasks_seen,
+    team_groups,
+)
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module")
+def module_groups():
+    with team_groups() as robots:
+        yield robots
+
+
 @pytest.fixture
-def team_env(airflow_base_env, groups):
+def groups(module_groups):
+    """The module's groups, each emptied for the test."""
+    for robot in module_groups.values():
+        robot.reset()
+    return module_groups
+
+
+@pytest.fixture(scope="module")
+def team_env(airflow_base_env, module_groups, tmp_path_factory):
+    """The teams' configuration, on a metadata database of the module's own that holds ml_wecom."""
+    home = tmp_path_factory.mktemp("routing") / "home"
     env = dict(airflow_base_env)
-    env.update(connection_env(groups))
-    add_database_connection(env, groups)
+    env["AIRFLOW_HOME"] = str(home)
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{copy_sqlite_home(airflow_base_env, home)}"
+    env.update(connection_env(module_groups))
+    add_database_connection(env, module_groups)
     return env
 
 

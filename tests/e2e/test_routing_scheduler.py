@@ -27,7 +27,7 @@ from tests.e2e.scheduled import (
 )
 from tests.e2e.teams import EXPECTED, SECRETS, add_database_connection, connection_env, tasks_seen
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 DAG_ID = "teamops"
 RUN_ID = "e2e_routing"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.airflow_db import copy_sqlite_home
 from tests.conftest import BIN, E2E_DAGS, ROBOT_SECRET, ROBOT_TOKEN, robot_env, run
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow2]  # 3.x: test_lifecycle_airflow3.py
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow2]  # 3.x: test_lifecycle_airflow3.py
 
 DAG_ID = "dingbot_default_args"
 
@@ -32,8 +33,8 @@ def scheduler_env(airflow_base_env, tmp_path, robot):
             "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
         }
     )
-    migrate = run([str(BIN / "airflow"), "db", "migrate"], env)
-    assert migrate.returncode == 0, migrate.stderr
+    database = copy_sqlite_home(airflow_base_env, tmp_path / "home")
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{database}"
     return env
 
 

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from tests.airflow_db import postgres_airflow_database
 from tests.conftest import (
     AIRFLOW_LINE,
     BIN,
@@ -32,9 +33,8 @@ from tests.conftest import (
     run,
 )
 from tests.e2e.scheduled import airflow3_services_env, start, start_services, stop_all, tail
-from tests.outbox.conftest import postgres_metadata_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 DAG_ID = "dingbot_storm"
 RUN_ID = "e2e_storm"
@@ -139,8 +139,8 @@ def busiest_window(times: list[float], window_s: float) -> int:
 
 @pytest.fixture
 def postgres_metadata_url():
-    """An empty PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
-    with postgres_metadata_database() as url:
+    """A migrated PostgreSQL database for Airflow's metadata, dropped (WITH (FORCE)) afterwards."""
+    with postgres_airflow_database() as url:
         yield url
 
 
@@ -159,8 +159,6 @@ def storm_env(airflow_base_env, postgres_metadata_url, robot, tmp_path):
         AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=str(len(EXPECTED)),
         AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY="64",
     )
-    migrate = run([str(BIN / "airflow"), "db", "migrate"], env)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     return env
 
 

@@ -27,7 +27,7 @@ from tests.e2e.scheduled import (
 )
 from tests.e2e.test_storm_localexecutor import named_in
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 DAG_ID = "dingbot_stuck"
 RUN_ID = "stuck_e2e"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import shutil
 import subprocess
@@ -52,15 +53,32 @@ def pytest_configure(config):
         )
 
 
+#: The line that runs the version-free modules (marked ``version_free``): they never touch Airflow,
+#: and the libraries they use are the same in both lock files, so one line is enough; 2.11.2's
+#: run has more idle time to give them.
+VERSION_FREE_LINE = "2"
+
+
+def _elsewhere(item, other_line_marker: str | None) -> bool:
+    """Whether ``item`` runs on the other line only."""
+    if other_line_marker and item.get_closest_marker(other_line_marker):
+        return True
+    return (
+        AIRFLOW_LINE is not None
+        and AIRFLOW_LINE != VERSION_FREE_LINE
+        and bool(item.get_closest_marker("version_free"))
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """Deselect (not skip) the other line's tests: the summary counts them as deselected. Then put
-    the modules that run Airflow's services first and the other end-to-end modules next: with
-    pytest-xdist (``--dist loadfile``, one module per worker at a time), the longest modules start
-    first, and the quick ones fill in at the end."""
+    """Deselect (not skip) the tests of the other line, and the version-free ones where they do not
+    run: the summary counts them as deselected. Then put the modules that run Airflow's services
+    first and the other end-to-end modules next: with pytest-xdist (``--dist loadfile``, one module
+    per worker at a time), the longest modules start first, and the quick ones fill in at the end."""
     other = {"2": "airflow3", "3": "airflow2"}.get(AIRFLOW_LINE or "")
     keep, dropped = [], []
     for item in items:
-        (dropped if other and item.get_closest_marker(other) else keep).append(item)
+        (dropped if _elsewhere(item, other) else keep).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
@@ -69,6 +87,32 @@ def pytest_collection_modifyitems(config, items):
         own = 0 if item.get_closest_marker("services") else 1 if item.get_closest_marker("e2e") else 2
         rank[item.path] = min(rank.get(item.path, own), own)  # a module is never split
     items.sort(key=lambda item: rank[item.path])
+
+
+class _NoAirflow(importlib.abc.MetaPathFinder):
+    """Refuses every import of Airflow: what a version-free module's tests must never need."""
+
+    def find_spec(self, name, path, target=None):
+        if name == "airflow" or name.startswith("airflow."):
+            raise ImportError(f"{name}: a version_free test module must not use Airflow")
+        return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _version_free_without_airflow(request):
+    """While a ``version_free`` module runs, Airflow cannot be imported (what earlier modules of this
+    process imported is put away and back), so such a module really runs the same on both lines."""
+    if not request.node.get_closest_marker("version_free"):
+        yield
+        return
+    hidden = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "airflow"}
+    blocker = _NoAirflow()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+        sys.modules.update(hidden)
 
 
 def counting_robot(robot_class: type[FakeRobot] = FakeRobot) -> FakeRobot:

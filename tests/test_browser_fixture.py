@@ -13,8 +13,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.browser import find_chromium, unavailable
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.version_free
 
 BROWSER_MODULE = textwrap.dedent(
     """

@@ -9,6 +9,8 @@ import pytest
 from airflow_ext.delivery import AttemptTimeouts, RetryPolicy, deliver, run_within
 from airflow_ext.errors import DeadlineExceeded, DeliveryError
 
+pytestmark = pytest.mark.version_free
+
 
 class FakeClock:
     """Time that only moves when the code under test sleeps or an attempt takes time."""

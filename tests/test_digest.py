@@ -17,6 +17,8 @@ from airflow_ext.digest import CUT, Digest, digest_msg_uuid, render_digests, sho
 from airflow_ext.render import RenderedMessage, escape_markdown
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 DAGS = ("orders_daily", "billing", "customer_sync", "warehouse_export", "ml_feature_build")
 RUNS = tuple(f"scheduled__2026-11-{day}T00:00:00+00:00" for day in (18, 19, 20))
 MOBILES = ("13800000000", "13900000000")

@@ -18,6 +18,8 @@ import requests
 from airflow_ext import fake_robot
 from airflow_ext.fake_robot import FakeRobot, compute_sign
 
+pytestmark = pytest.mark.version_free
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tok-7f3a9c"
 SECRET = "SECabc123secret"

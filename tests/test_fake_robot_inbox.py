@@ -24,6 +24,8 @@ from airflow_ext.fakes import fake_class
 from tests.conftest import REPO_ROOT, ROBOT_KEYWORD, ROBOT_SECRET, ROBOT_TOKEN, counting_robot
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 MOBILE = "13800000000"
 TIMEOUTS = dict(connect_timeout_s=2.0, read_timeout_s=2.0)
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from airflow_ext.alert import AlertKind
 from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401 - fixtures
 from tests.conftest import ROBOT_SECRET, ROBOT_TOKEN, counting_robot
 from tests.test_fake_robot_inbox import MOBILE, send
 from tests.test_render import make_alert
+
+pytestmark = pytest.mark.version_free
 
 
 def test_the_inbox_shows_both_alerts_rendered(page):

@@ -10,6 +10,8 @@ import pytest
 
 from airflow_ext import handoff
 
+pytestmark = pytest.mark.version_free
+
 
 @pytest.fixture(autouse=True)
 def private_tmp(tmp_path, monkeypatch):

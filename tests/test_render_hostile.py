@@ -19,6 +19,8 @@ from airflow_ext.render import TRUNCATED, escape_markdown, unescape_markdown
 from airflow_ext.template import MessageTemplate
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 CONFIGURED = ("13900000000",)
 ACTIVE = set("\\`*[]<>#|~")
 

@@ -17,6 +17,8 @@ from airflow_ext.fake_robot import FakeRobot
 from tests.conftest import ROBOT_KEYWORD, ROBOT_SECRET
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 TIMEOUTS = dict(connect_timeout_s=2.0, read_timeout_s=2.0)
 
 

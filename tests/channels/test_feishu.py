@@ -36,6 +36,8 @@ from airflow_ext.fakes.feishu import FakeFeishuRobot, render_lark_md
 from airflow_ext.render import RenderedMessage
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 TIMEOUTS = dict(connect_timeout_s=2.0, read_timeout_s=2.0)
 TOKEN = "3c9e1a7b-2d4f-4b8e-9a6c-5f0e1d2c3b4a"
 SECRET = "fsSEC-9d8c7b6a5f4e3d2c1b0a"

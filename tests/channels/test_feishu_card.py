@@ -6,6 +6,8 @@ import pytest
 
 from airflow_ext.channels.feishu_card import card_elements
 
+pytestmark = pytest.mark.version_free
+
 ELEMENTS = [{"tag": "div", "text": {"tag": "lark_md", "content": "Airflow"}}]
 
 

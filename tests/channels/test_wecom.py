@@ -31,6 +31,8 @@ from airflow_ext.fakes.wecom import FakeWeComRobot
 from airflow_ext.render import RenderedMessage
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 TIMEOUTS = dict(connect_timeout_s=2.0, read_timeout_s=2.0)
 KEY = "693a91f6-7e2b-4bc4-97a0-0ec2a1fa5aaa"
 MOBILES = ("13800000000", "13900000000")

@@ -47,7 +47,7 @@ AIRFLOW_SERVICES = {
 SERVICE_OWN_ENV = {"DUMB_INIT_SETSID", "_AIRFLOW_DB_MIGRATE", "_AIRFLOW_WWW_USER_CREATE"}
 BOT_URL = "https://oapi.dingtalk.com/robot/send?access_token=compose-test-token"
 
-pytestmark = pytest.mark.parametrize("version", sorted(COMPOSE_FILES))
+pytestmark = [pytest.mark.version_free, pytest.mark.parametrize("version", sorted(COMPOSE_FILES))]
 
 
 def services(version: str) -> dict:

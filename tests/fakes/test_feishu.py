@@ -14,6 +14,8 @@ import requests
 from airflow_ext.fakes import feishu as fake_feishu
 from airflow_ext.fakes.feishu import FakeFeishuRobot, compute_sign, render_lark_md
 
+pytestmark = pytest.mark.version_free
+
 TOKEN = "8a1f3c2e-5b7d-4e9a-a0c1-d2e3f4a5b6c7"
 SECRET = "fs-secret-Qm7Tz3"
 KEYWORD = "Airflow"

@@ -20,6 +20,8 @@ from airflow_ext.fakes.slack import (
     parse_mrkdwn,
 )
 
+pytestmark = pytest.mark.version_free
+
 TOKEN = "T0FAKE123/B0FAKE456/w3bh00kS3cr3tPart000000"
 SECRET_PART = TOKEN.rsplit("/", 1)[1]
 

@@ -11,6 +11,8 @@ import requests
 
 from airflow_ext.fakes.wecom import FakeWeComRobot
 
+pytestmark = pytest.mark.version_free
+
 KEY = "5f1c0d2e-7a3b-4c9d-8e1f-2a3b4c5d6e7f"
 
 

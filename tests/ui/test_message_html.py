@@ -32,6 +32,8 @@ from airflow_ext.fakes.wecom import FakeWeComRobot
 from airflow_ext.ui.message_html import CHANNELS, MESSAGE_CSS, render_payload_html
 from tests.test_render import make_alert
 
+pytestmark = pytest.mark.version_free
+
 MOBILE, OTHER_MOBILE = "13800000000", "13900000000"
 HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(2)> **not bold** [x](javascript:alert(3))"
 VOID = {"br", "hr", "img", "input", "meta", "link", "wbr"}

@@ -182,3 +182,7 @@ def outbox_sender(alert: Alert) -> dict[str, Any]:
 
     queued, via = current().queue_in_outbox(alert)
     return {"queued": queued, "duplicate": not queued, "via": via}
+
+
+#: The outbox's row is unique per try and robot: it is the try's shared record (airflow_ext.claims).
+outbox_sender.records_each_try = True

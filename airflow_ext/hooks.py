@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from airflow_ext.alert import Alert, AlertKind
+from airflow_ext.alert import Alert, AlertKind, masked
 from airflow_ext.errors import ConfigError, DeliveryError
 from airflow_ext.problems import report_once
 
@@ -129,7 +129,7 @@ def deliver_alert(alert: Alert) -> None:
     try:
         backend = config.load_backend()
         deadline_s = config.load_retry_policy().deadline_s
-        result = run_within(lambda: backend(alert), deadline_s)
+        result = run_within(lambda: _send_once(alert, backend, deadline_s, what), deadline_s)
     except ConfigError as err:  # the same for every failure in this process: one line is enough
         stats.incr("dingbot.alert.failed")
         report_once(log, "DingTalk alerts are not sent", str(err))
@@ -146,9 +146,52 @@ def deliver_alert(alert: Alert) -> None:
         log.info("%s %s in %.2f s", what, words, time.monotonic() - started)
 
 
+class AlreadyAlerted:
+    """What :func:`_send_once` returns when another report of the try claimed it first."""
+
+    def __init__(self, claim) -> None:
+        self.claim = claim
+
+
+def _send_once(alert: Alert, backend: Any, deadline_s: float, what: str) -> Any:
+    """``backend(alert)``, unless another report of this try claimed it (airflow_ext.claims).
+
+    A backend that records each try itself (``records_each_try``: the outbox, whose row is unique
+    per try) needs no claim; nor can a process without the metadata database make one. If the
+    claim cannot be made (the database is down), the alert is sent anyway: a possible repeat is
+    better than a lost alert.
+    """
+    from airflow_ext import claims
+    from airflow_ext.adapters import current
+
+    engine = None if getattr(backend, "records_each_try", False) else current().metadata_engine()
+    won = None
+    if engine is not None:
+        try:
+            won = claims.claim(engine, alert, lease_s=deadline_s)
+        except Exception as err:  # noqa: BLE001 - any database error: send without a claim
+            first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            problem = masked(f"{type(err).__name__}: {first_line}")
+            report_once(log, "DingTalk alerts are sent without claiming the try", problem)
+        else:
+            if not won.won:
+                return AlreadyAlerted(won)
+    result = backend(alert)
+    if won is not None:
+        try:
+            claims.mark_sent(engine, won)
+        except Exception:  # the alert went out; at worst a late repeat report may send it again
+            log.warning("%s: sent, but not recorded as sent", what, exc_info=True)
+    return result
+
+
 def _outcome(result: Any) -> tuple[str, str]:
     """``(metric suffix, words)`` of what a backend's answer says happened: the outbox backend queues
     (or, from an Airflow 3 task process, hands the alert to the supervisor), others deliver."""
+    if isinstance(result, AlreadyAlerted):
+        done = "sent" if result.claim.sent else "being sent"
+        holder = result.claim.holder
+        return "duplicate", f"not sent again: this try was reported twice and is already {done} by {holder}"
     if isinstance(result, dict) and "queued" in result:
         via = result.get("via", "database")
         if via == "supervisor":

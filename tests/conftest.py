@@ -130,6 +130,21 @@ def robot():
         yield fake
 
 
+@pytest.fixture
+def claims_database(monkeypatch, tmp_path):
+    """Alerts sent in this test process claim their tries in a database of the test's own (a fresh
+    SQLite file), not in the environment's Airflow database: each test starts with no try claimed.
+    Returns the engine."""
+    from sqlalchemy import create_engine
+
+    from airflow_ext.adapters import current
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'claims.db'}", future=True)
+    monkeypatch.setattr(current(), "metadata_engine", lambda: engine)
+    yield engine
+    engine.dispose()
+
+
 def robot_env(fake: FakeRobot, **extra: str) -> dict[str, str]:
     """Airflow configuration, as environment variables, that points alerts at ``fake``."""
     env = {

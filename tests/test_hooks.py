@@ -12,6 +12,8 @@ from airflow_ext import hooks
 from airflow_ext.alert import Alert, AlertKind
 from tests.conftest import ROBOT_SECRET, ROBOT_TOKEN, robot_env
 
+pytestmark = pytest.mark.usefixtures("claims_database")
+
 RECEIVED: list[Alert] = []
 
 
@@ -155,6 +157,66 @@ def test_delivered_alert_and_its_logs_hold_no_secret(configure, caplog, robot):
     for record in caplog.records:
         rendered = record.getMessage() + str(record.args)
         assert ROBOT_TOKEN not in rendered and ROBOT_SECRET not in rendered
+
+
+def _report_twice(**ti_fields):
+    for _ in range(2):
+        hooks.send_ding_alert(
+            task_instance=failing_ti("failed", **ti_fields), task=task(ding_on_failure=True), error="x"
+        )
+
+
+def test_a_try_reported_twice_is_sent_once(configure, caplog, robot):
+    configure(robot_env(robot))
+
+    with caplog.at_level(logging.INFO, logger="airflow_ext"):
+        _report_twice()
+        _report_twice(try_number=2, max_tries=2)
+
+    assert len(robot.messages) == 2, "one message per try"
+    assert len({m["body"]["msgUuid"] for m in robot.messages}) == 2, robot.messages
+    repeats = [r.getMessage() for r in caplog.records if "not sent again" in r.getMessage()]
+    assert len(repeats) == 2 and all("already sent by " in line for line in repeats), repeats
+
+
+def test_a_backend_that_records_each_try_is_not_claimed_for(configure, monkeypatch):
+    monkeypatch.setattr(recording_backend, "records_each_try", True, raising=False)
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    _report_twice()
+
+    assert len(RECEIVED) == 2, "its own record decides, as the outbox's unique row does"
+
+
+def test_without_a_database_every_report_is_sent(configure, monkeypatch):
+    from airflow_ext.adapters import current
+
+    monkeypatch.setattr(current(), "metadata_engine", lambda: None)  # an Airflow 3 task process
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    _report_twice()
+
+    assert len(RECEIVED) == 2
+
+
+def test_a_database_that_cannot_claim_is_one_line_and_the_alert_still_goes(configure, caplog, monkeypatch):
+    from sqlalchemy import create_engine
+
+    from airflow_ext import problems
+    from airflow_ext.adapters import current
+
+    unreachable = create_engine("postgresql+psycopg2://nobody:pw-5e1f@127.0.0.1:1/none", future=True)
+    monkeypatch.setattr(current(), "metadata_engine", lambda: unreachable)
+    problems.forget()
+    configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
+
+    with caplog.at_level(logging.DEBUG, logger="airflow_ext"):
+        _report_twice()
+
+    assert len(RECEIVED) == 2, "a possible repeat, never a lost alert"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "sent without claiming the try: OperationalError" in errors[0], errors
+    assert "pw-5e1f" not in caplog.text
 
 
 class _UnreadableFlags:

@@ -118,6 +118,14 @@ def load_dags() -> tuple[dict, dict]:
     return bag.dags, bag.import_errors
 
 
+def metadata_engine():
+    """The metadata database's engine: every 2.11 process that runs failure handling has one
+    (None where it is not configured)."""
+    from airflow import settings
+
+    return getattr(settings, "engine", None)
+
+
 def redact(text: str) -> str:
     """``text`` with the secrets of Airflow's masker (Connections' passwords, sensitive Variables)
     replaced. Raises RuntimeError where the logging config has no masker (``alert.masked`` then

@@ -240,6 +240,16 @@ def load_dags() -> tuple[dict, dict]:
     return bag.dags, bag.import_errors
 
 
+def metadata_engine():
+    """The metadata database's engine where this process may use it (the scheduler, the DAG
+    processor, the api-server); None in task processes and their supervisors."""
+    if not _has_database():
+        return None
+    from airflow import settings
+
+    return settings.engine
+
+
 def _has_database() -> bool:
     """Whether this process may use the metadata database: task processes have it blocked."""
     settings = sys.modules.get("airflow.settings")

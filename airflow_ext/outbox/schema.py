@@ -31,8 +31,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 log = logging.getLogger(__name__)
 
 #: 1: the first schema; 2: ``dingbot_outbox.robot_ref``, the robot's name (Connection id);
-#: 3: ``dingbot_robot.last_answer`` and ``last_answer_ms``, what the robot last said (the Alerts page).
-SCHEMA_VERSION = 3
+#: 3: ``dingbot_robot.last_answer`` and ``last_answer_ms``, what the robot last said (the Alerts page);
+#: 4: ``dingbot_alert_claim``, which process alerts a try (every backend; see airflow_ext.claims).
+SCHEMA_VERSION = 4
 _CREATE_ATTEMPTS = 5
 
 #: Integer primary keys autoincrement as BIGINT where the database has it, INTEGER on SQLite.
@@ -88,6 +89,21 @@ send_log = Table(
     Column("robot_key", String(64), nullable=False),
     Column("sent_at_ms", BigInteger, nullable=False),
     Index("dingbot_send_log_window_idx", "robot_key", "sent_at_ms"),
+)
+
+#: One row per alerted try, whatever the backend: the first process to report the try claims it for
+#: a lease as long as its alert may take, and marks it sent; other reports of the try send nothing.
+alert_claims = Table(
+    "dingbot_alert_claim",
+    metadata,
+    # sha256 of Alert.dedup_key, as in dingbot_outbox
+    Column("dedup_hash", String(64), primary_key=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("claimed_by", String(128), nullable=False),  # host and pid of the claiming process
+    Column("claimed_at_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=False),
+    Column("sent_at_ms", BigInteger),
+    Index("dingbot_alert_claim_age_idx", "claimed_at_ms"),
 )
 
 meta = Table(

@@ -7,15 +7,19 @@ nodes, Redis as the broker and PostgreSQL as metadata database and result backen
 2. a task stays queued too long (a queue no worker listens on) until Airflow fails it: one alert;
 3. a worker is lost mid-task (SIGKILL of the worker and every process under it, as when a node
    disappears): each of its running tasks gets exactly one alert per try, through whatever path
-   Airflow takes (the heartbeat timeout), and the retried task's next try, on the replacement
-   worker, alerts from there.
+   Airflow takes (the heartbeat timeout, which Airflow 2.11 reports again on each check until the
+   try is failed), and the retried task's next try, on the replacement worker, alerts from there.
+   Two of the lost tasks alert a robot of their own through the default (direct) backend, the
+   third through the outbox (dags/celery_backend.py): exactly once holds for both.
 
-The robot keeps repeated msgUuids, so a second alert for a try would be counted.
+The robots keep repeated msgUuids, so a second alert for a try would be counted.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import os
 import re
 import time
 from pathlib import Path
@@ -26,6 +30,8 @@ from sqlalchemy import text
 from tests.conftest import (
     AIRFLOW_LINE,
     BIN,
+    E2E_DAGS,
+    ROBOT_KEYWORD,
     ROBOT_SECRET,
     ROBOT_TOKEN,
     assert_no_secret,
@@ -41,6 +47,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 BROKER_DB = 11
 STORM_DAG, LOST_DAG, STUCK_DAG = "dingbot_celery_storm", "dingbot_celery_lost", "dingbot_celery_stuck"
+#: More lost tasks, alerting through the default (direct) backend: dags/dingbot_celery_lost_direct.py.
+DIRECT_DAG = "dingbot_celery_lost_direct"
+LOST_DAGS = (LOST_DAG, DIRECT_DAG)
 RUN_ID = "celery_e2e"
 STORM_SIZE = 200  # as in dags/dingbot_celery.py
 RATE_LIMIT, WINDOW_S = 20, 60.0  # the FakeRobot defaults: DingTalk's rule
@@ -58,11 +67,16 @@ LOST_EXPECTED = collections.Counter(
     ]
 )
 LOST_RUNNING = {("lost_plain", -1), ("lost_mapped", 0), ("lost_mapped", 1), ("lost_retry", -1)}
+#: The lost tasks (of DIRECT_DAG) whose alerts the direct backend sends, to DIRECT_CONN_ID's robot.
+LOST_DIRECT = {"lost_plain", "lost_mapped"}
+DIRECT_CONN_ID = "lost_direct"  # as in dags/celery_backend.py
 #: A dead try is a zombie this long after its last heartbeat (Airflow's default: 300 s); live
 #: tries heartbeat every second.
 HEARTBEAT_TIMEOUT_S = 20
-#: Queued this long (twice: Airflow requeues once) and a task is failed as stuck in queued.
-QUEUED_TIMEOUT_S = 30
+#: Queued this long (twice: Airflow requeues once) and a task is failed as stuck in queued. Far
+#: longer than a storm task waits to start on a busy machine (Airflow queues no more tries than the
+#: workers have slots), and the stuck task still fails while the storm is being delivered.
+QUEUED_TIMEOUT_S = 60
 STORM_TIMEOUT_S = 480
 STEP_TIMEOUT_S = 240
 #: After the last expected alert: room for a duplicate to arrive before the robot is read.
@@ -70,8 +84,9 @@ QUIET_S = 10
 
 
 class Cluster:
-    def __init__(self, env, engine, robot, tmp: Path):
+    def __init__(self, env, engine, robot, direct_robot, tmp: Path):
         self.env, self.engine, self.robot, self.tmp = env, engine, robot, tmp
+        self.direct_robot = direct_robot
         self.processes, self.logs = start_services(env, tmp, SERVICES[AIRFLOW_LINE])
         self.workers: dict[str, Worker] = {}
         self.lost: list = []  # processes killed on purpose: not expected to be alive
@@ -105,8 +120,13 @@ class Cluster:
             ).all()
         return {(task, index): (state, tries, host or None) for task, index, state, tries, host in rows}
 
-    def named(self, dag_id: str):
-        return [n for n in all_named(self.robot.messages) if n.dag == dag_id]
+    def named(self, *dag_ids: str):
+        messages = [*self.robot.messages, *self.direct_robot.messages]
+        return [n for n in all_named(messages) if n.dag in dag_ids]
+
+    def lost_instances(self) -> dict[tuple[str, int], tuple[str, int, str | None]]:
+        """The task instances of both lost DAGs (their task ids differ)."""
+        return {key: value for dag_id in LOST_DAGS for key, value in self.task_instances(dag_id).items()}
 
     def wait_until(self, condition, what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -114,8 +134,9 @@ class Cluster:
             for process, (name, log) in zip(self.processes, self.logs.items()):
                 if process.poll() is not None and process not in self.lost:
                     raise AssertionError(f"{name} exited early:\n{tail(log)}")
-            if refused(self.robot.requests):
-                raise AssertionError(f"the robot refused requests: {timeline(self.robot.requests)}")
+            for robot in (self.robot, self.direct_robot):
+                if refused(robot.requests):
+                    raise AssertionError(f"a robot refused requests: {timeline(robot.requests)}")
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{what}: not after {timeout_s} s; {len(self.robot.messages)} messages\n"
@@ -135,13 +156,22 @@ def celery_run(airflow_base_env, tmp_path_factory):
         metadata_engine() as (database_url, engine),
         redis_broker(BROKER_DB) as broker_url,
         counting_robot() as robot,
+        counting_robot() as direct_robot,
     ):
+        direct_connection = {
+            "conn_type": "dingding",
+            "host": direct_robot.base_url,
+            "password": ROBOT_TOKEN,
+            "extra": {"secret": ROBOT_SECRET, "keyword": ROBOT_KEYWORD},
+        }
         env = celery_env(
             airflow_base_env,
             tmp / "home",
             database_url,
             broker_url,
-            **robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="airflow_ext.dingbot.outbox_sender"),
+            **robot_env(robot, AIRFLOW__DINGBOT__DING_BOT_BACKEND="celery_backend.send"),
+            **{f"AIRFLOW_CONN_{DIRECT_CONN_ID.upper()}": json.dumps(direct_connection)},
+            DINGBOT_E2E_SLOW_PARSE_MARKER=str(tmp / "slow-parse"),
             # As many tries queued as there are slots: a try waits in Celery's queue for a slot, not
             # in Airflow's; the stuck task holds one more.
             AIRFLOW__CORE__PARALLELISM=str(2 * CONCURRENCY + 1),
@@ -157,11 +187,12 @@ def celery_run(airflow_base_env, tmp_path_factory):
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT_S),
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC="1",
         )
+        env["PYTHONPATH"] = os.pathsep.join([str(E2E_DAGS), env["PYTHONPATH"]])  # the backend
         airflow = str(BIN / "airflow")
         done = run([airflow, "dags", "reserialize"], env)
         assert done.returncode == 0, done.stdout + done.stderr
 
-        cluster = Cluster(env, engine, robot, tmp)
+        cluster = Cluster(env, engine, robot, direct_robot, tmp)
         result = {"cluster": cluster}
         try:
             node_a = cluster.add_worker(FIRST_NODES[0], ("default", "lost"))
@@ -194,12 +225,13 @@ def celery_run(airflow_base_env, tmp_path_factory):
             )
 
             # 3: node-a is lost while its lost-queue tasks run; node-c replaces it.
-            cluster.trigger(LOST_DAG)
+            for dag_id in LOST_DAGS:
+                cluster.trigger(dag_id)
             cluster.wait_until(
                 lambda: (
                     {
                         key
-                        for key, (state, _, host) in cluster.task_instances(LOST_DAG).items()
+                        for key, (state, _, host) in cluster.lost_instances().items()
                         if state == "running" and host == FIRST_NODES[0]
                     }
                     == LOST_RUNNING
@@ -208,13 +240,14 @@ def celery_run(airflow_base_env, tmp_path_factory):
                 STEP_TIMEOUT_S,
             )
             time.sleep(3)  # each try's start is committed and heartbeating, as in a real node loss
+            (tmp / "slow-parse").touch()  # dags/dingbot_celery_lost_direct.py: reported again and again
             cluster.lost.append(node_a.process)
             result["killed_pids"] = node_a.lose_node()
             cluster.add_worker(REPLACEMENT_NODE, ("default", "lost")).wait_ready()
             cluster.wait_until(
                 lambda: (
-                    ended(cluster.task_instances(LOST_DAG), len(LOST_RUNNING))
-                    and len(cluster.named(LOST_DAG)) >= sum(LOST_EXPECTED.values())
+                    ended(cluster.lost_instances(), len(LOST_RUNNING))
+                    and len(cluster.named(*LOST_DAGS)) >= sum(LOST_EXPECTED.values())
                 ),
                 "the lost run ended and every try alerted",
                 STEP_TIMEOUT_S,
@@ -224,8 +257,11 @@ def celery_run(airflow_base_env, tmp_path_factory):
             result.update(
                 messages=robot.messages,
                 requests=robot.requests,
+                direct_messages=direct_robot.messages,
+                direct_requests=direct_robot.requests,
                 status=status,
-                states={dag: cluster.task_instances(dag) for dag in (STORM_DAG, LOST_DAG, STUCK_DAG)},
+                states={dag: cluster.task_instances(dag) for dag in (STORM_DAG, STUCK_DAG)}
+                | {LOST_DAG: cluster.lost_instances()},
                 alive=[p.poll() is None for p in cluster.processes if p not in cluster.lost],
             )
         finally:
@@ -233,8 +269,8 @@ def celery_run(airflow_base_env, tmp_path_factory):
         yield result
 
 
-def named(result, dag_id: str):
-    return [n for n in all_named(result["messages"]) if n.dag == dag_id]
+def named(result, dag_id: str, key: str = "messages"):
+    return [n for n in all_named(result[key]) if n.dag == dag_id]
 
 
 def test_storm_across_workers_reaches_the_group_once_each_unthrottled(celery_run):
@@ -260,7 +296,8 @@ def test_the_robot_never_throttled_two_deliverers_shared_its_budget(celery_run):
     assert len(messages) < STORM_SIZE, "a storm is coalesced into digests"
     assert all(celery_run["alive"]), "every service, worker and deliverer ran to the end"
     status = celery_run["status"]
-    total = STORM_SIZE + 1 + sum(LOST_EXPECTED.values())
+    through_outbox = sum(n for alert, n in LOST_EXPECTED.items() if alert[0] not in LOST_DIRECT)
+    total = STORM_SIZE + 1 + through_outbox
     assert re.search(rf"pending 0 \(oldest -\), sent {total}, dead 0\b", status.stdout), status.stdout
 
 
@@ -276,9 +313,16 @@ def test_a_task_stuck_in_queued_gets_one_failure_alert(celery_run):
 
 def test_a_lost_worker_gives_each_try_one_alert_from_where_it_ran(celery_run):
     assert celery_run["killed_pids"], "the node had processes to lose"
-    lost = named(celery_run, LOST_DAG)
+    lost = named(celery_run, LOST_DAG) + named(celery_run, DIRECT_DAG, "direct_messages")
     got = collections.Counter((n.task, n.map_index, n.try_number, n.outcome, n.host) for n in lost)
     assert got == LOST_EXPECTED
+    # Each went where its backend sends it: the direct ones straight to their robot, one message
+    # each (the robot keeps repeated msgUuids), nothing of them through the outbox.
+    direct = named(celery_run, DIRECT_DAG, "direct_messages")
+    assert {n.task for n in direct} == LOST_DIRECT and len(celery_run["direct_messages"]) == len(direct)
+    assert {n.task for n in named(celery_run, LOST_DAG)} == {"lost_retry"}
+    assert not named(celery_run, DIRECT_DAG), "nothing of the direct backend's went through the outbox"
+    assert not refused(celery_run["direct_requests"]), timeline(celery_run["direct_requests"])
     states = celery_run["states"][LOST_DAG]
     assert {key: state for key, (state, _, _) in states.items()} == dict.fromkeys(LOST_RUNNING, "failed")
     assert states[("lost_retry", -1)][1:] == (2, REPLACEMENT_NODE)

@@ -153,6 +153,20 @@ def test_debug_logging_of_a_failing_robot_prints_no_secret(airflow, robot):
     assert_no_secret(output)
 
 
+def test_dags_test_at_debug_prints_no_credential(airflow, robot):
+    """`dags test` runs the task in its own process; at DEBUG, Airflow 3's in-process comms log each
+    request the task makes, the MaskSecret requests that register the robot's credentials with the
+    masker among them (patch 0010 logs those by type only)."""
+    result = _dags_test(airflow, robot, "dingbot_default_args", AIRFLOW__LOGGING__LOGGING_LEVEL="DEBUG")
+    output = result.stdout + result.stderr
+
+    assert len(robot.messages) == 2, output[-3000:]
+    assert " DEBUG " in output or "[debug" in output, "DEBUG lines were logged"
+    if AIRFLOW_LINE == "3":
+        assert "Sending request (body omitted)" in output, "the credentials were registered in-process"
+    assert robot.url.split("?", 1)[1] not in output  # the webhook's query: token, timestamp, sign
+
+
 def test_a_connections_password_in_the_failure_is_masked_as_in_the_log(airflow, robot):
     password = "warehouse-pass-6d5c4b"
     connection = {"conn_type": "postgres", "host": "db.internal", "login": "etl", "password": password}

@@ -1,0 +1,140 @@
+"""Which process alerts a try: one shared record per try, in the metadata database.
+
+Airflow can report one try from several processes, or several times from one: on 2.11 a lost
+Celery worker's task is found by the scheduler's heartbeat check on each pass until the DAG
+processor has failed it, and each pass queues another failure callback. Every process that can
+report a try and reach the database claims the try first (``dingbot_alert_claim``, keyed by the
+try): the first claim wins and the others send nothing, whatever the backend, so exactly once does
+not depend on the robot dropping a repeated ``msgUuid``.
+
+A claim is a lease as long as the alert may take (``[dingbot] timeout``). The winner marks the try
+sent once the backend returned; a claim that was never marked sent (the sender failed, or died)
+expires with its lease, and a later report of the same try (the zombie path, minutes later) may
+alert again. Where a process cannot reach the database (an Airflow 3 task process), it sends
+without a claim: the failure paths there never report a try twice (README, "Exactly once per try").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import weakref
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from airflow_ext.alert import Alert
+from airflow_ext.outbox.schema import alert_claims, ensure_schema
+
+#: How long a try's claim is kept: far longer than Airflow takes to report a try again.
+KEEP_S = 7 * 24 * 3600
+#: Old claims are deleted by the process that claims, at most this often.
+PURGE_EVERY_S = 3600
+#: Added to the lease: hosts' clocks differ a little (keep them NTP-synced, as for the outbox).
+LEASE_SLACK_S = 1.0
+
+#: Engines whose tables this process has checked (one check per engine, not per alert).
+_schema_checked: weakref.WeakSet[Engine] = weakref.WeakSet()
+_last_purge_s = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a try: ``won``, or who holds it (``holder``) and whether it was sent."""
+
+    won: bool
+    dedup_hash: str
+    owner: str
+    holder: str | None = None
+    sent: bool = False
+
+
+def owner_name() -> str:
+    """This process, as claims name it: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+def try_hash(alert: Alert) -> str:
+    return hashlib.sha256(alert.dedup_key.encode("utf-8")).hexdigest()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ensure_schema(engine: Engine) -> None:
+    if engine not in _schema_checked:
+        ensure_schema(engine)
+        _schema_checked.add(engine)
+
+
+def claim(engine: Engine, alert: Alert, *, lease_s: float, at_ms: int | None = None) -> Claim:
+    """Claim ``alert``'s try for this process for ``lease_s`` (plus clock slack)."""
+    _ensure_schema(engine)
+    at_ms = _now_ms() if at_ms is None else at_ms
+    lease_until_ms = at_ms + int((lease_s + LEASE_SLACK_S) * 1000)
+    digest, owner = try_hash(alert), owner_name()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(alert_claims).values(
+                    dedup_hash=digest,
+                    dag_id=alert.dag_id[:250],
+                    claimed_by=owner,
+                    claimed_at_ms=at_ms,
+                    lease_until_ms=lease_until_ms,
+                )
+            )
+    except IntegrityError:  # claimed before: take it over only if never sent and its lease is over
+        with engine.begin() as conn:
+            taken = conn.execute(
+                update(alert_claims)
+                .where(
+                    alert_claims.c.dedup_hash == digest,
+                    alert_claims.c.sent_at_ms.is_(None),
+                    alert_claims.c.lease_until_ms < at_ms,
+                )
+                .values(claimed_by=owner, claimed_at_ms=at_ms, lease_until_ms=lease_until_ms)
+            ).rowcount
+            if taken != 1:
+                holder, sent_at_ms = conn.execute(
+                    select(alert_claims.c.claimed_by, alert_claims.c.sent_at_ms).where(
+                        alert_claims.c.dedup_hash == digest
+                    )
+                ).one()
+                return Claim(False, digest, owner, holder=holder, sent=sent_at_ms is not None)
+    _purge_now_and_then(engine, at_ms)
+    return Claim(True, digest, owner)
+
+
+def mark_sent(engine: Engine, won: Claim, at_ms: int | None = None) -> None:
+    """Record that the try ``won`` holds was alerted: no later report of it sends again."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(alert_claims)
+            .where(alert_claims.c.dedup_hash == won.dedup_hash, alert_claims.c.claimed_by == won.owner)
+            .values(sent_at_ms=_now_ms() if at_ms is None else at_ms)
+        )
+
+
+def purge(engine: Engine, older_than_s: float = KEEP_S, at_ms: int | None = None) -> int:
+    """Delete claims made more than ``older_than_s`` ago; returns how many."""
+    at_ms = _now_ms() if at_ms is None else at_ms
+    with engine.begin() as conn:
+        return conn.execute(
+            delete(alert_claims).where(alert_claims.c.claimed_at_ms < at_ms - int(older_than_s * 1000))
+        ).rowcount
+
+
+def _purge_now_and_then(engine: Engine, at_ms: int) -> None:
+    # Without a deliverer nothing else would ever delete a claim: the process that claims does,
+    # once an hour at most, in its own short transaction.
+    global _last_purge_s
+    if time.monotonic() - _last_purge_s < PURGE_EVERY_S and _last_purge_s:
+        return
+    _last_purge_s = time.monotonic()
+    purge(engine, KEEP_S, at_ms)

@@ -8,10 +8,15 @@ try): the first claim wins and the others send nothing, whatever the backend, so
 not depend on the robot dropping a repeated ``msgUuid``.
 
 A claim is a lease as long as the alert may take (``[dingbot] timeout``). The winner marks the try
-sent once the backend returned; a claim that was never marked sent (the sender failed, or died)
-expires with its lease, and a later report of the same try (the zombie path, minutes later) may
-alert again. Where a process cannot reach the database (an Airflow 3 task process), it sends
-without a claim: the failure paths there never report a try twice (README, "Exactly once per try").
+sent once the backend returned. A claim never marked sent is taken over by a later report of the
+same try once its lease is over, or at once when its holder is known to be dead (a process of this
+host that no longer runs: a task process killed mid-alert, whose try the DAG processor reports
+next). Its alert may or may not have gone out: sending again risks a repeat (which carries the same
+``msgUuid``), not sending would risk a lost alert.
+
+Where a process cannot reach the database (on Airflow 3 a task process, its supervisor or a DAG
+processor's callback process), it sends without a claim: each of those failure paths alerts only
+for the tries the others cannot see (README, "Exactly once per try").
 """
 
 from __future__ import annotations
@@ -89,26 +94,50 @@ def claim(engine: Engine, alert: Alert, *, lease_s: float, at_ms: int | None = N
                     lease_until_ms=lease_until_ms,
                 )
             )
-    except IntegrityError:  # claimed before: take it over only if never sent and its lease is over
+    except IntegrityError:  # claimed before: take it over only if never sent and its holder is gone
         with engine.begin() as conn:
-            taken = conn.execute(
+            holder, claimed_ms, lease_ms, sent_at_ms = conn.execute(
+                select(
+                    alert_claims.c.claimed_by,
+                    alert_claims.c.claimed_at_ms,
+                    alert_claims.c.lease_until_ms,
+                    alert_claims.c.sent_at_ms,
+                ).where(alert_claims.c.dedup_hash == digest)
+            ).one()
+            refused = Claim(False, digest, owner, holder=holder, sent=sent_at_ms is not None)
+            if sent_at_ms is not None or (lease_ms >= at_ms and not holder_is_gone(holder)):
+                return refused
+            taken = conn.execute(  # compare and set: of two reports taking over, one wins
                 update(alert_claims)
                 .where(
                     alert_claims.c.dedup_hash == digest,
+                    alert_claims.c.claimed_by == holder,
+                    alert_claims.c.claimed_at_ms == claimed_ms,
                     alert_claims.c.sent_at_ms.is_(None),
-                    alert_claims.c.lease_until_ms < at_ms,
                 )
                 .values(claimed_by=owner, claimed_at_ms=at_ms, lease_until_ms=lease_until_ms)
             ).rowcount
             if taken != 1:
-                holder, sent_at_ms = conn.execute(
-                    select(alert_claims.c.claimed_by, alert_claims.c.sent_at_ms).where(
-                        alert_claims.c.dedup_hash == digest
-                    )
-                ).one()
-                return Claim(False, digest, owner, holder=holder, sent=sent_at_ms is not None)
+                return refused
     _purge_now_and_then(engine, at_ms)
     return Claim(True, digest, owner)
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether the process named ``holder`` (``host:pid``) is known to have ended: it ran on this host
+    and its pid is no longer running (or is a zombie, dead but not yet reaped by its parent). A
+    process of another host is never known to be gone; its lease decides."""
+    host, _, pid_text = holder.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    import psutil  # Airflow's own dependency, on both lines
+
+    try:
+        return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # not ours to look at: it runs
+        return False
 
 
 def mark_sent(engine: Engine, won: Claim, at_ms: int | None = None) -> None:

@@ -241,8 +241,9 @@ def load_dags() -> tuple[dict, dict]:
 
 
 def metadata_engine():
-    """The metadata database's engine where this process may use it (the scheduler, the DAG
-    processor, the api-server); None in task processes and their supervisors."""
+    """The metadata database's engine where this process may use it (the scheduler, the api-server,
+    ``airflow dags test``); None in task processes, their supervisors and the DAG processor's
+    callback processes, which Airflow forks without one."""
     if not _has_database():
         return None
     from airflow import settings

@@ -4,10 +4,11 @@ whose sender never finished expires with its lease."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from airflow_ext import claims
 from airflow_ext.outbox.schema import alert_claims
@@ -86,3 +87,35 @@ def test_old_claims_are_purged(engine):
 
     assert claims.claim(engine, old, lease_s=LEASE_S, at_ms=T0 + 3_600_001).won
     assert not claims.claim(engine, recent, lease_s=LEASE_S, at_ms=T0 + 3_600_001).won
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(engine):
+    """A task process killed mid-alert: the next report of its try sends again at once (its alert
+    may not have gone out); a live holder, or one on another host, keeps the try for its lease."""
+    import subprocess
+    import sys
+
+    alert, other_host = make_alert(try_number=1), make_alert(try_number=2)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for try_alert, holder in (
+            (alert, f"{socket.gethostname()}:{alive.pid}"),
+            (other_host, f"elsewhere:{gone.pid}"),
+        ):
+            claims.claim(engine, try_alert, lease_s=LEASE_S, at_ms=T0)
+            with engine.begin() as conn:
+                conn.execute(
+                    update(alert_claims)
+                    .where(alert_claims.c.dedup_hash == claims.try_hash(try_alert))
+                    .values(claimed_by=holder)
+                )
+            assert not claims.claim(engine, try_alert, lease_s=LEASE_S, at_ms=T0 + 10).won, holder
+    finally:
+        alive.kill()
+        alive.wait()
+
+    assert claims.claim(engine, alert, lease_s=LEASE_S, at_ms=T0 + 20).won  # its holder died
+    assert not claims.claim(engine, alert, lease_s=LEASE_S, at_ms=T0 + 30).won  # now held by us
+    assert not claims.claim(engine, other_host, lease_s=LEASE_S, at_ms=T0 + 30).won

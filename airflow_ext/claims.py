@@ -21,10 +21,9 @@ for the tries the others cannot see (README, "Exactly once per try").
 
 from __future__ import annotations
 
-import hashlib
 import os
+import random
 import socket
-import time
 import weakref
 from dataclasses import dataclass
 
@@ -34,17 +33,18 @@ from sqlalchemy.exc import IntegrityError
 
 from airflow_ext.alert import Alert
 from airflow_ext.outbox.schema import alert_claims, ensure_schema
+from airflow_ext.outbox.store import dedup_hash, now_ms
 
 #: How long a try's claim is kept: far longer than Airflow takes to report a try again.
 KEEP_S = 7 * 24 * 3600
-#: Old claims are deleted by the process that claims, at most this often.
-PURGE_EVERY_S = 3600
+#: One claim in this many also deletes the claims older than KEEP_S. Chance, not a per-process
+#: timer: an Airflow 2.11 task process makes one claim in its life, and each would purge.
+PURGE_ONE_IN = 100
 #: Added to the lease: hosts' clocks differ a little (keep them NTP-synced, as for the outbox).
 LEASE_SLACK_S = 1.0
 
 #: Engines whose tables this process has checked (one check per engine, not per alert).
 _schema_checked: weakref.WeakSet[Engine] = weakref.WeakSet()
-_last_purge_s = 0.0
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,6 @@ def owner_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:128]
 
 
-def try_hash(alert: Alert) -> str:
-    return hashlib.sha256(alert.dedup_key.encode("utf-8")).hexdigest()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _ensure_schema(engine: Engine) -> None:
     if engine not in _schema_checked:
         ensure_schema(engine)
@@ -80,9 +72,9 @@ def _ensure_schema(engine: Engine) -> None:
 def claim(engine: Engine, alert: Alert, *, lease_s: float, at_ms: int | None = None) -> Claim:
     """Claim ``alert``'s try for this process for ``lease_s`` (plus clock slack)."""
     _ensure_schema(engine)
-    at_ms = _now_ms() if at_ms is None else at_ms
+    at_ms = now_ms() if at_ms is None else at_ms
     lease_until_ms = at_ms + int((lease_s + LEASE_SLACK_S) * 1000)
-    digest, owner = try_hash(alert), owner_name()
+    digest, owner = dedup_hash(alert), owner_name()
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -119,7 +111,8 @@ def claim(engine: Engine, alert: Alert, *, lease_s: float, at_ms: int | None = N
             ).rowcount
             if taken != 1:
                 return refused
-    _purge_now_and_then(engine, at_ms)
+    if random.randrange(PURGE_ONE_IN) == 0:  # without a deliverer nothing else deletes a claim
+        purge(engine, KEEP_S, at_ms)
     return Claim(True, digest, owner)
 
 
@@ -146,24 +139,14 @@ def mark_sent(engine: Engine, won: Claim, at_ms: int | None = None) -> None:
         conn.execute(
             update(alert_claims)
             .where(alert_claims.c.dedup_hash == won.dedup_hash, alert_claims.c.claimed_by == won.owner)
-            .values(sent_at_ms=_now_ms() if at_ms is None else at_ms)
+            .values(sent_at_ms=now_ms() if at_ms is None else at_ms)
         )
 
 
 def purge(engine: Engine, older_than_s: float = KEEP_S, at_ms: int | None = None) -> int:
     """Delete claims made more than ``older_than_s`` ago; returns how many."""
-    at_ms = _now_ms() if at_ms is None else at_ms
+    at_ms = now_ms() if at_ms is None else at_ms
     with engine.begin() as conn:
         return conn.execute(
             delete(alert_claims).where(alert_claims.c.claimed_at_ms < at_ms - int(older_than_s * 1000))
         ).rowcount
-
-
-def _purge_now_and_then(engine: Engine, at_ms: int) -> None:
-    # Without a deliverer nothing else would ever delete a claim: the process that claims does,
-    # once an hour at most, in its own short transaction.
-    global _last_purge_s
-    if time.monotonic() - _last_purge_s < PURGE_EVERY_S and _last_purge_s:
-        return
-    _last_purge_s = time.monotonic()
-    purge(engine, KEEP_S, at_ms)

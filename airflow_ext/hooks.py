@@ -170,8 +170,8 @@ def _send_once(alert: Alert, backend: Any, deadline_s: float, what: str) -> Any:
         try:
             won = claims.claim(engine, alert, lease_s=deadline_s)
         except Exception as err:  # noqa: BLE001 - any database error: send without a claim
-            first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-            problem = masked(f"{type(err).__name__}: {first_line}")
+            said = str(err).strip()
+            problem = masked(f"{type(err).__name__}: {said.splitlines()[0][:300] if said else ''}")
             report_once(log, "DingTalk alerts are sent without claiming the try", problem)
         else:
             if not won.won:

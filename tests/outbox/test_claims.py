@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from airflow_ext import claims
 from airflow_ext.outbox.schema import alert_claims
+from airflow_ext.outbox.store import dedup_hash
 from tests.test_render import make_alert
 
 T0 = 1_800_000_000_000  # a fixed "now" in epoch ms
@@ -108,7 +109,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(engine):
             with engine.begin() as conn:
                 conn.execute(
                     update(alert_claims)
-                    .where(alert_claims.c.dedup_hash == claims.try_hash(try_alert))
+                    .where(alert_claims.c.dedup_hash == dedup_hash(try_alert))
                     .values(claimed_by=holder)
                 )
             assert not claims.claim(engine, try_alert, lease_s=LEASE_S, at_ms=T0 + 10).won, holder

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow_ext.load_failure import LoadFailure
+
 #: Notes older than this are left by processes that died with their supervisor (the scheduler
 #: reports those tries); the next supervisor to finish deletes them.
 STALE_AFTER_S = 7 * 24 * 3600
@@ -101,15 +103,6 @@ def leave_alert(ti_id: object, try_number: int, alert: dict) -> None:
 def take_alert(ti_id: object, try_number: int) -> dict | None:
     """The alert the task process left for this try, removed; None if it left none."""
     return _take(_alert_path(ti_id, try_number))
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    """Why a task process could not load its DAG or task at start-up (what the alert says)."""
-
-    exception_type: str
-    exception_message: str
-    traceback: str | None = None
 
 
 def leave_load_failure(ti_id: object, try_number: int, failure: LoadFailure) -> None:

@@ -34,13 +34,12 @@ import contextvars
 import dataclasses
 import functools
 import logging
-import re
 import signal
 import sys
 import uuid
 from typing import Any
 
-from airflow_ext import handoff
+from airflow_ext import handoff, load_failure
 from airflow_ext.alert import Alert, AlertKind, task_log_url
 from airflow_ext.errors import DeliveryError
 from airflow_ext.hooks import (
@@ -102,7 +101,7 @@ def task_could_not_load(startup: Any, import_errors: dict | None, dag: Any = Non
     supervisor, which alerts per the flags the metadata database has for the task."""
     ti = getattr(startup, "ti", None)
     try:
-        failure = load_failure_of(
+        failure = load_failure.describe(
             getattr(ti, "dag_id", "?"),
             getattr(ti, "task_id", "?"),
             str(getattr(startup, "dag_rel_path", "") or ""),
@@ -112,41 +111,6 @@ def task_could_not_load(startup: Any, import_errors: dict | None, dag: Any = Non
         handoff.leave_load_failure(ti.id, ti.try_number, failure)
     except Exception:
         log.exception("DingTalk alerts for %s: could not leave the start-up failure", _name(ti))
-
-
-#: The last line of a formatted traceback: ``ModuleNotFoundError: No module named 'x'``.
-_EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
-
-
-def load_failure_of(
-    dag_id: str, task_id: str, dag_rel_path: str, import_errors: dict, *, dag_loaded: bool
-) -> handoff.LoadFailure:
-    """What the alert says of a worker that could not load the task: the import error of the
-    DAG's file if there was one (its exception, the worker's traceback), else what was missing."""
-    where = f"the DAG file {dag_rel_path}" if dag_rel_path else "the DAG file"
-    if dag_loaded:
-        return handoff.LoadFailure(
-            "Task not found",
-            f"This worker's copy of {where} has DAG {dag_id!r} without task {task_id!r} (the worker "
-            "runs another version of the file than the DAG processor parsed).",
-        )
-    of_this_file = [text for path, text in import_errors.items() if str(path).endswith(dag_rel_path or "\0")]
-    traceback = str((of_this_file or list(import_errors.values()) or [""])[0]).strip()
-    if not traceback:
-        return handoff.LoadFailure(
-            "DAG not found",
-            f"This worker's copy of {where} has no DAG {dag_id!r} (the worker runs another version "
-            "of the file than the DAG processor parsed).",
-        )
-    last = traceback.splitlines()[-1].strip()
-    found = _EXCEPTION_LINE.match(last)
-    exception_type = found["type"].rsplit(".", 1)[-1] if found else "ImportError"
-    message = (found["message"] or "") if found else last
-    return handoff.LoadFailure(
-        exception_type,
-        f"This worker could not import {where}: {message}".rstrip(": "),
-        traceback,
-    )
 
 
 def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
@@ -170,10 +134,10 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any =
     try:
         relayed = handoff.take_alert(ti.id, ti.try_number)
         note = handoff.take(ti.id, ti.try_number)
-        load_failure = handoff.take_load_failure(ti.id, ti.try_number)
+        could_not_load = handoff.take_load_failure(ti.id, ti.try_number)
         handoff.remove_stale()
         kind = alert_kind(state)
-        if relayed is None and (kind is None or (note is None and load_failure is None)):
+        if relayed is None and (kind is None or (note is None and could_not_load is None)):
             return  # most tries: nothing to send, and nothing to set up for it
         with _execution_api_of(client):
             if relayed is not None:
@@ -186,7 +150,7 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any =
                 note = _settings_from_api_server(ti)
                 if note is None or not getattr(note, FLAG_FOR_KIND[kind]):
                     return
-                alert = _load_failure_alert(ti, kind, note, load_failure)
+                alert = _load_failure_alert(ti, kind, note, could_not_load)
             deliver_alert(alert)
     except Exception:
         log.exception(NOT_SENT_LOG, _name(ti))
@@ -534,18 +498,10 @@ def _killed_process_alert(ti: Any, exit_code: int | None, kind: AlertKind, note:
 
 
 def _load_failure_alert(
-    ti: Any, kind: AlertKind, note: handoff.Handoff, failure: handoff.LoadFailure
+    ti: Any, kind: AlertKind, note: handoff.Handoff, failure: load_failure.LoadFailure
 ) -> Alert:
     """The supervisor's alert for a try whose worker could not load the task: the import error."""
-    from airflow_ext.alert import clean_text, masked
-
-    alert = _killed_process_alert(ti, None, kind, note)
-    return dataclasses.replace(
-        alert,
-        exception_type=clean_text(failure.exception_type),
-        exception_message=masked(clean_text(failure.exception_message)),
-        traceback=masked(clean_text(failure.traceback)) if failure.traceback else None,
-    )
+    return load_failure.with_failure(_killed_process_alert(ti, None, kind, note), failure)
 
 
 def describe_exit(exit_code: int | None) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_ext import handoff, hooks
+from airflow_ext import handoff, hooks, load_failure
 from airflow_ext.adapters import airflow3
 from airflow_ext.alert import AlertKind
 from tests.outbox.test_api_client import Server
@@ -373,6 +373,6 @@ def test_the_api_server_not_telling_the_flags_is_one_line_without_the_token(sent
     ],
 )
 def test_the_load_failure_names_what_the_worker_could_not_load(import_errors, dag_loaded, what, words):
-    failure = airflow3.load_failure_of("d", "t", "team/orders.py", import_errors, dag_loaded=dag_loaded)
+    failure = load_failure.describe("d", "t", "team/orders.py", import_errors, dag_loaded=dag_loaded)
     assert failure.exception_type == what and words in failure.exception_message
     assert "team/orders.py" in failure.exception_message

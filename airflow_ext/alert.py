@@ -182,10 +182,10 @@ def masked(text: str) -> str:
     """``text`` with each secret Airflow's secrets masker knows in this process shown as ``***``,
     as the task's log shows it: an exception may hold a Connection's password, and an alert reaches
     a whole group (and the Alerts page)."""
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
     try:
-        return current().redact(text)
+        return airflow().redact(text)
     except Exception as err:  # 2.x without a masker in its logging config: Airflow masks nothing either
         from airflow_ext.problems import report_once
 

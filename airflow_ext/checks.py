@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from airflow_ext import config
-from airflow_ext.adapters import current
+from airflow_ext.airflow_port import airflow
 from airflow_ext.config_description import CONFIG_DESCRIPTION, DEFAULT_BACKEND
 from airflow_ext.errors import ConfigError
 
@@ -197,9 +197,16 @@ def _checks(conf: Any) -> list[Callable[[Any], Any]]:
             config.read_at_mobiles,
             check_template,
         ]
-    if path == OUTBOX_BACKEND and current().OUTBOX_THROUGH_API_SERVER:
-        checks.append(config.read_outbox_url)
+    if path == OUTBOX_BACKEND and airflow().OUTBOX_THROUGH_API_SERVER:
+        checks.append(_outbox_url)
     return checks
+
+
+def _outbox_url(conf: Any) -> str:
+    """Where Airflow 3 workers post outbox alerts; a ConfigError if the Execution API's URL is not one."""
+    from airflow_ext.outbox.api_client import outbox_url
+
+    return outbox_url(config.read_execution_api_url(conf))
 
 
 def find_problems(conf: Any = None, dags_folder: tuple[dict, dict] | None = None) -> list[str]:

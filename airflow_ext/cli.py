@@ -43,11 +43,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         from airflow.configuration import conf
     except Exception as err:  # a malformed airflow.cfg: Airflow itself cannot start either
         raise ConfigError(f"cannot read the Airflow configuration: {type(err).__name__}: {err}") from None
-    dags_folder = None
-    if args.dags:
-        from airflow_ext.adapters import current
+    from airflow_ext import lines
 
-        dags_folder = current().load_dags()
+    adapter = lines.choose()
+    dags_folder = adapter.load_dags() if args.dags else None
     problems = checks.find_problems(conf, dags_folder)
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -203,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command not in ("patch", "fake-robot", "check"):  # check chooses once the config reads
+            from airflow_ext import lines
+
+            lines.choose()
         return args.func(args)
     except DingbotError as err:
         print(f"airflow-ext {args.command}: {err}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -47,13 +48,13 @@ def read_option(conf, section: str, key: str, fallback: str | None = None) -> st
 
 def _mask(*values: str | None) -> None:
     """Keep secrets out of logs: Airflow's masker (task logs) and our own filter (everywhere else)."""
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
     from airflow_ext.redaction import protect
 
-    adapter = current()
+    port = airflow()
     for value in values:
         if value:
-            adapter.mask_secret(value)
+            port.mask_secret(value)
     protect(*values)
 
 
@@ -269,12 +270,10 @@ def load_delivery_schedule(conf=None) -> DeliverySchedule:
     )
 
 
-def read_outbox_url(conf=None) -> str:
-    """Where Airflow 3 workers post outbox alerts: beside ``[core] execution_api_server_url``."""
-    from airflow_ext.outbox.api_client import outbox_url
-
+def read_execution_api_url(conf=None) -> str:
+    """``[core] execution_api_server_url``: Airflow 3 workers post outbox alerts beside it."""
     conf = conf or _conf()
-    return outbox_url(read_option(conf, "core", "execution_api_server_url", "") or "")
+    return read_option(conf, "core", "execution_api_server_url", "") or ""
 
 
 def backend_path(conf=None) -> str:
@@ -346,6 +345,21 @@ class RobotConnection:
         return f"RobotConnection(conn_id={self.conn_id!r}, conn_type={self.conn_type!r}, password=***)"
 
 
+def robot_connection(conn_id: str, conn: Any) -> RobotConnection:
+    """What a robot needs of an Airflow Connection object (either line's, any secrets backend)."""
+    try:
+        extra = conn.extra_dejson
+    except Exception:
+        raise ConfigError(f"Connection {conn_id!r}: extra is not a JSON object") from None
+    return RobotConnection(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host,
+        password=conn.password,
+        extra=extra if isinstance(extra, dict) else {},
+    )
+
+
 def channel_module(channel: str):
     import importlib
 
@@ -353,10 +367,10 @@ def channel_module(channel: str):
 
 
 def read_connection(conn_id: str) -> RobotConnection:
-    """The Connection ``conn_id`` through the line's adapter; a ConfigError naming it if it is not there."""
-    from airflow_ext.adapters import current
+    """The Connection ``conn_id`` as this Airflow line reads it; a ConfigError naming it if absent."""
+    from airflow_ext.airflow_port import airflow
 
-    return current().get_connection(conn_id)
+    return airflow().get_connection(conn_id)
 
 
 def _extra_list(conn_id: str, key: str, value: Any) -> tuple[str, ...]:
@@ -497,8 +511,29 @@ def read_routes_text(conf=None) -> str:
     return (read_option(conf, "dingbot", "routes", "") or "").strip()
 
 
-def read_default_conn_ids(conf=None) -> tuple[str, ...]:
-    from airflow_ext.routing import conn_ids_of
+def conn_ids_of(value: Any, where: str) -> tuple[str, ...]:
+    """A conn id, a comma-separated string of them or a list of them, as a tuple without repeats.
 
+    Airflow conn ids never hold commas or spaces, so splitting on them cannot cut one in two.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: Sequence[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ConfigError(f"{where} must be a conn id or a list of conn ids, got {type(value).__name__}")
+    ids: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{where} must hold conn ids (strings), got {item!r}")
+        item = item.strip()
+        if item and item not in ids:
+            ids.append(item)
+    return tuple(ids)
+
+
+def read_default_conn_ids(conf=None) -> tuple[str, ...]:
     conf = conf or _conf()
     return conn_ids_of(read_option(conf, "dingbot", "default_conn_id", ""), "[dingbot] default_conn_id")

@@ -178,9 +178,9 @@ def outbox_sender(alert: Alert) -> dict[str, Any]:
     Where the process has no database (an Airflow 3 task process or its supervisor), the line's
     adapter takes the alert there: through the api-server, with the try's own Execution API token.
     """
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
-    queued, via = current().queue_in_outbox(alert)
+    queued, via = airflow().queue_in_outbox(alert)
     return {"queued": queued, "duplicate": not queued, "via": via}
 
 

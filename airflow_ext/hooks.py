@@ -59,7 +59,7 @@ def routing_facts(task: Any, mapped_task: Any = None) -> dict[str, Any]:
     A ding_conn_id that is not a conn id or a list of them (the patches type-check it at parse
     time, so only a hand-made task has one) is left out: the alert goes where routes send it.
     """
-    from airflow_ext.routing import conn_ids_of
+    from airflow_ext.config import conn_ids_of
 
     try:
         conn_ids = conn_ids_of(task_setting("ding_conn_id", task, mapped_task), "ding_conn_id")
@@ -106,20 +106,13 @@ def alert_if_wanted(
         log.exception(NOT_SENT_LOG, task_instance)
 
 
-def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseException) -> None:
-    """The name the Airflow 2.11 patch series calls; the work is the 2.x adapter's."""
-    from airflow_ext.adapters import airflow2
-
-    airflow2.send_ding_alert(task_instance=task_instance, task=task, error=error)
-
-
 def deliver_alert(alert: Alert) -> None:
     """Hand ``alert`` to ``[dingbot] ding_bot_backend`` within ``[dingbot] timeout``; log the outcome once."""
     from airflow_ext import config
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
     from airflow_ext.delivery import run_within
 
-    stats = current().stats()
+    stats = airflow().stats()
     mapped = f" [map index {alert.map_index}]" if alert.map_index >= 0 else ""
     what = (
         f"DingTalk {alert.kind.value} alert for {alert.dag_id}.{alert.task_id}{mapped} "
@@ -162,9 +155,9 @@ def _send_once(alert: Alert, backend: Any, deadline_s: float, what: str) -> Any:
     better than a lost alert.
     """
     from airflow_ext import claims
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
-    engine = None if getattr(backend, "records_each_try", False) else current().metadata_engine()
+    engine = None if getattr(backend, "records_each_try", False) else airflow().metadata_engine()
     won = None
     if engine is not None:
         try:

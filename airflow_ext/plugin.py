@@ -33,18 +33,18 @@ class DingbotPlugin(AirflowPlugin):
 
     @functools.cached_property
     def fastapi_apps(self) -> list[dict]:
-        from airflow_ext.adapters import current
+        from airflow_ext import lines
 
-        return current().fastapi_apps()
+        return lines.choose().fastapi_apps()
 
     @functools.cached_property
     def external_views(self) -> list[dict]:
-        from airflow_ext.adapters import current
+        from airflow_ext import lines
 
-        return current().external_views()
+        return lines.choose().external_views()
 
     @functools.cached_property
     def appbuilder_views(self) -> list[dict]:
-        from airflow_ext.adapters import current
+        from airflow_ext import lines
 
-        return current().appbuilder_views()
+        return lines.choose().appbuilder_views()

@@ -33,9 +33,9 @@ def explain(dag_id: str, task_id: str | None = None, *, from_database: bool = Fa
 
 
 def _dag_in_folder(dag_id: str) -> Any:
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
-    dags, import_errors = current().load_dags()
+    dags, import_errors = airflow().load_dags()
     dag = dags.get(dag_id)
     if dag is None:
         broken = [path for path in import_errors if dag_id in path]

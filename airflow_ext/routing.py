@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_ext.config import DINGDING_ROBOT
+from airflow_ext.config import DINGDING_ROBOT, conn_ids_of
 from airflow_ext.errors import ConfigError
 from airflow_ext.problems import report_once
 
@@ -27,29 +27,6 @@ log = logging.getLogger(__name__)
 #: The keys a rule matches on; every key a rule has must match.
 MATCH_KEYS = ("dag_id", "tag", "owner")
 RULE_KEYS = frozenset({*MATCH_KEYS, "conn_id"})
-
-
-def conn_ids_of(value: Any, where: str) -> tuple[str, ...]:
-    """A conn id, a comma-separated string of them or a list of them, as a tuple without repeats.
-
-    Airflow conn ids never hold commas or spaces, so splitting on them cannot cut one in two.
-    """
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        items: Sequence[Any] = value.split(",")
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise ConfigError(f"{where} must be a conn id or a list of conn ids, got {type(value).__name__}")
-    ids: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigError(f"{where} must hold conn ids (strings), got {item!r}")
-        item = item.strip()
-        if item and item not in ids:
-            ids.append(item)
-    return tuple(ids)
 
 
 @dataclass(frozen=True)

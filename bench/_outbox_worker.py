@@ -133,8 +133,10 @@ def serve(index: int, log_file: str) -> int:
 
     def setup() -> dict:
         nonlocal store, outbox_sender
-        from airflow_ext import config
+        from airflow_ext import config, lines
         from airflow_ext.dingbot import outbox_sender, outbox_store
+
+        lines.choose()  # as the CLI does: the core's Airflow port for this line
 
         backend = config.backend_path()
         if backend != OUTBOX_BACKEND:

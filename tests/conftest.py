@@ -101,16 +101,29 @@ class _NoAirflow(importlib.abc.MetaPathFinder):
 @pytest.fixture(scope="module", autouse=True)
 def _version_free_without_airflow(request):
     """While a ``version_free`` module runs, Airflow cannot be imported (what earlier modules of this
-    process imported is put away and back), so such a module really runs the same on both lines."""
+    process imported is put away and back) and the core's Airflow port is one without Airflow
+    (tests/no_airflow_port.py), so such a module really runs the same on both lines. Every other
+    module gets the port of the environment's Airflow line, as the CLI and the plugin choose it."""
+    from airflow_ext import airflow_port
+
     if not request.node.get_closest_marker("version_free"):
+        if AIRFLOW_LINE is not None:
+            from airflow_ext import lines
+
+            lines.choose()
         yield
         return
+    from tests import no_airflow_port
+
     hidden = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "airflow"}
     blocker = _NoAirflow()
     sys.meta_path.insert(0, blocker)
+    before = airflow_port.installed()
+    airflow_port.install(no_airflow_port)
     try:
         yield
     finally:
+        airflow_port.install(before)
         sys.meta_path.remove(blocker)
         sys.modules.update(hidden)
 
@@ -137,10 +150,10 @@ def claims_database(monkeypatch, tmp_path):
     Returns the engine."""
     from sqlalchemy import create_engine
 
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
     engine = create_engine(f"sqlite:///{tmp_path / 'claims.db'}", future=True)
-    monkeypatch.setattr(current(), "metadata_engine", lambda: engine)
+    monkeypatch.setattr(airflow(), "metadata_engine", lambda: engine)
     yield engine
     engine.dispose()
 

@@ -31,9 +31,9 @@ def test_clean_text_makes_any_input_encodable():
 
 
 def test_the_failure_text_goes_through_the_secrets_masker(monkeypatch):
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
-    monkeypatch.setattr(current(), "redact", lambda text: text.replace("hunter2", "***"))
+    monkeypatch.setattr(airflow(), "redact", lambda text: text.replace("hunter2", "***"))
 
     kind, message, traceback = exception_fields(PermissionError("etl:hunter2 refused"))
 
@@ -43,12 +43,12 @@ def test_the_failure_text_goes_through_the_secrets_masker(monkeypatch):
 
 def test_a_failing_masker_keeps_the_alert_and_says_so_once(monkeypatch, caplog):
     from airflow_ext import problems
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
     def broken(text):
         raise RuntimeError("Logging Configuration Error! No SecretsMasker found!")
 
-    monkeypatch.setattr(current(), "redact", broken)
+    monkeypatch.setattr(airflow(), "redact", broken)
     problems.forget()
 
     with caplog.at_level(logging.ERROR, logger="airflow_ext.alert"):

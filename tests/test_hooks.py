@@ -59,6 +59,11 @@ def failing_ti(state: str, *, try_number: int = 1, max_tries: int = 1):
     )
 
 
+def report_failure(*, task_instance, task, error) -> None:
+    """What each line's failure handling hands the core: the outcome Airflow decided, the task."""
+    hooks.alert_if_wanted(hooks.alert_kind(task_instance.state), task_instance, task, error, None)
+
+
 def task(**flags):
     return SimpleNamespace(**{"ding_on_failure": False, "ding_on_retry": False, **flags})
 
@@ -77,7 +82,7 @@ def task(**flags):
 def test_flags_decide_per_outcome(configure, state, flags, expected):
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
 
-    hooks.send_ding_alert(task_instance=failing_ti(state), task=task(**flags), error=ValueError("x"))
+    report_failure(task_instance=failing_ti(state), task=task(**flags), error=ValueError("x"))
 
     assert [alert.kind for alert in RECEIVED] == expected
 
@@ -85,7 +90,7 @@ def test_flags_decide_per_outcome(configure, state, flags, expected):
 def test_no_task_no_alert(configure):
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
 
-    hooks.send_ding_alert(task_instance=failing_ti("failed"), task=None, error="zombie")
+    report_failure(task_instance=failing_ti("failed"), task=None, error="zombie")
 
     assert RECEIVED == []
 
@@ -93,7 +98,7 @@ def test_no_task_no_alert(configure):
 def test_custom_backend_receives_the_alert_model(configure):
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
 
-    hooks.send_ding_alert(
+    report_failure(
         task_instance=failing_ti("failed", try_number=2, max_tries=1),
         task=task(ding_on_failure=True),
         error=ValueError("disk full"),
@@ -117,7 +122,7 @@ def test_backend_problems_are_logged_never_raised(configure, caplog, backend, ex
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": backend})
 
     with caplog.at_level(logging.INFO, logger="airflow_ext"):
-        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+        report_failure(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
 
     assert expected_log in caplog.text
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
@@ -127,7 +132,7 @@ def test_missing_bot_url_is_a_clear_error(configure, caplog, monkeypatch):
     monkeypatch.delenv("AIRFLOW__DINGDING__BOT_URL", raising=False)
 
     with caplog.at_level(logging.ERROR, logger="airflow_ext"):
-        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+        report_failure(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
 
     assert "[dingding] bot_url is not set" in caplog.text
 
@@ -139,7 +144,7 @@ def test_unhealthy_robot_is_bounded_by_the_deadline(configure, caplog, robot, mo
 
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG):
-        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+        report_failure(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
     elapsed = time.monotonic() - started
 
     assert elapsed < 1.5 + 0.2, elapsed
@@ -151,7 +156,7 @@ def test_delivered_alert_and_its_logs_hold_no_secret(configure, caplog, robot):
     configure(robot_env(robot))
 
     with caplog.at_level(logging.DEBUG):  # urllib3 logs request lines at DEBUG
-        hooks.send_ding_alert(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
+        report_failure(task_instance=failing_ti("failed"), task=task(ding_on_failure=True), error="x")
 
     assert len(robot.messages) == 1 and "delivered" in caplog.text
     for record in caplog.records:
@@ -161,7 +166,7 @@ def test_delivered_alert_and_its_logs_hold_no_secret(configure, caplog, robot):
 
 def _report_twice(**ti_fields):
     for _ in range(2):
-        hooks.send_ding_alert(
+        report_failure(
             task_instance=failing_ti("failed", **ti_fields), task=task(ding_on_failure=True), error="x"
         )
 
@@ -189,9 +194,9 @@ def test_a_backend_that_records_each_try_is_not_claimed_for(configure, monkeypat
 
 
 def test_without_a_database_every_report_is_sent(configure, monkeypatch):
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
-    monkeypatch.setattr(current(), "metadata_engine", lambda: None)  # an Airflow 3 task process
+    monkeypatch.setattr(airflow(), "metadata_engine", lambda: None)  # an Airflow 3 task process
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
 
     _report_twice()
@@ -203,10 +208,10 @@ def test_a_database_that_cannot_claim_is_one_line_and_the_alert_still_goes(confi
     from sqlalchemy import create_engine
 
     from airflow_ext import problems
-    from airflow_ext.adapters import current
+    from airflow_ext.airflow_port import airflow
 
     unreachable = create_engine("postgresql+psycopg2://nobody:pw-5e1f@127.0.0.1:1/none", future=True)
-    monkeypatch.setattr(current(), "metadata_engine", lambda: unreachable)
+    monkeypatch.setattr(airflow(), "metadata_engine", lambda: unreachable)
     problems.forget()
     configure({"AIRFLOW__DINGBOT__DING_BOT_BACKEND": f"{__name__}.recording_backend"})
 

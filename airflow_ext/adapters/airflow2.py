@@ -14,10 +14,12 @@ alerts first, with its import error, per the task's flags as the serialized DAG 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-from airflow_ext import load_failure
+from airflow_ext import airflow_port, load_failure
 from airflow_ext.alert import Alert, AlertKind
+from airflow_ext.config import robot_connection
 from airflow_ext.hooks import (
     NOT_SENT_LOG,
     alert_if_wanted,
@@ -158,24 +160,7 @@ def get_connection(conn_id: str):
         ) from None
     except Exception as err:
         raise ConfigError(f"Connection {conn_id!r} cannot be read ({type(err).__name__})") from None
-    return _robot_connection(conn_id, conn)
-
-
-def _robot_connection(conn_id: str, conn: Any):
-    from airflow_ext.config import RobotConnection
-    from airflow_ext.errors import ConfigError
-
-    try:
-        extra = conn.extra_dejson
-    except Exception:
-        raise ConfigError(f"Connection {conn_id!r}: extra is not a JSON object") from None
-    return RobotConnection(
-        conn_id=conn_id,
-        conn_type=conn.conn_type or "",
-        host=conn.host,
-        password=conn.password,
-        extra=extra if isinstance(extra, dict) else {},
-    )
+    return robot_connection(conn_id, conn)
 
 
 def load_dags() -> tuple[dict, dict]:
@@ -214,3 +199,8 @@ def stats():
     from airflow.stats import Stats
 
     return Stats
+
+
+# Importing this adapter makes it the core's Airflow (airflow_ext.airflow_port): the patches
+# import it, and only they, the CLI and the plugin choose the line.
+airflow_port.install(sys.modules[__name__])

@@ -39,7 +39,7 @@ import sys
 import uuid
 from typing import Any
 
-from airflow_ext import handoff, load_failure
+from airflow_ext import airflow_port, handoff, load_failure
 from airflow_ext.alert import Alert, AlertKind, task_log_url
 from airflow_ext.errors import DeliveryError
 from airflow_ext.hooks import (
@@ -246,18 +246,18 @@ def get_connection(conn_id: str):
     lookup, every secrets backend. In a task process: the Task SDK's, through the supervisor. In the
     supervisor: environment and external secrets backends, then the Execution API with its client.
     """
-    from airflow_ext.adapters.airflow2 import _robot_connection
+    from airflow_ext.config import robot_connection
     from airflow_ext.errors import ConfigError
 
     try:
         if _has_database():
             from airflow.models.connection import Connection
 
-            return _robot_connection(conn_id, Connection.get_connection_from_secrets(conn_id))
+            return robot_connection(conn_id, Connection.get_connection_from_secrets(conn_id))
         from airflow.sdk.definitions.connection import Connection as SdkConnection
 
         try:
-            return _robot_connection(conn_id, SdkConnection.get(conn_id))
+            return robot_connection(conn_id, SdkConnection.get(conn_id))
         except Exception:
             client = _SUPERVISOR_CLIENT.get()
             if client is None:
@@ -265,7 +265,7 @@ def get_connection(conn_id: str):
         answer = client.connections.get(conn_id)
         if getattr(answer, "conn_type", None) is None:  # an ErrorResponse: not found or not allowed
             raise LookupError(conn_id)
-        return _robot_connection(conn_id, SdkConnection(**_connection_fields(answer)))
+        return robot_connection(conn_id, SdkConnection(**_connection_fields(answer)))
     except ConfigError:
         raise
     except Exception as err:
@@ -555,3 +555,8 @@ def stats():
     from airflow.sdk.observability.stats import Stats
 
     return Stats
+
+
+# Importing this adapter makes it the core's Airflow (airflow_ext.airflow_port): the patches
+# import it, and only they, the CLI and the plugin choose the line.
+airflow_port.install(sys.modules[__name__])

@@ -82,9 +82,9 @@ class Deliverer:
     @property
     def stats(self):
         if self._stats is None:
-            from airflow_ext.adapters import current
+            from airflow_ext.airflow_port import airflow
 
-            self._stats = current().stats()
+            self._stats = airflow().stats()
         return self._stats
 
     # -- planning ---------------------------------------------------------------------------------

@@ -1316,3 +1316,12 @@ def test_every_supported_release_has_a_lock_installing_exactly_the_patched_distr
         pinned = {line.split(" ")[0] for line in lock.read_text().splitlines() if "==" in line}
         wanted = {f"{name}=={version}" for name, version in patching.distributions_for(release, REPO_PATCHES)}
         assert {f"apache-airflow=={release}", *wanted} <= pinned, lock.name
+
+
+def test_readme_names_the_supported_releases_as_the_refusal_does():
+    with pytest.raises(PatchError) as err:
+        patching.series_for("3.2.0", REPO_PATCHES)
+    readme = " ".join((REPO_PATCHES.parent / "README.md").read_text().split())
+    assert " ".join(str(err.value).split()) in readme
+    for release in patching.available_versions(REPO_PATCHES):
+        assert release in str(err.value)

@@ -11,6 +11,11 @@ With the outbox backend a task process, which has no database, leaves its alert 
 traceback included) in a second file instead: the supervisor, which holds the try's Execution API
 token, posts it to the api-server once the process has ended (:func:`leave_alert`, :func:`take_alert`).
 
+A task process that cannot load its DAG or task at start-up (an import error on this worker, a
+package missing here, a file not deployed here yet) never learns the task's flags: it leaves why
+it could not (:func:`leave_load_failure`), and the supervisor asks the api-server for the flags the
+metadata database has for the task (its serialized DAG).
+
 Notes live in a private directory (mode 0700) of this user in the temporary directory, one file
 per try, written whole (temp file + rename), so a reader never sees half a note.
 """
@@ -24,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from airflow_ext.load_failure import LoadFailure
 
 #: Notes older than this are left by processes that died with their supervisor (the scheduler
 #: reports those tries); the next supervisor to finish deletes them.
@@ -56,6 +63,10 @@ def _path(ti_id: object, try_number: int) -> Path:
 
 def _alert_path(ti_id: object, try_number: int) -> Path:
     return directory() / f"{ti_id}.{int(try_number)}.alert.json"
+
+
+def _load_failure_path(ti_id: object, try_number: int) -> Path:
+    return directory() / f"{ti_id}.{int(try_number)}.load-failure.json"
 
 
 def _write(path: Path, data: dict) -> None:
@@ -94,17 +105,33 @@ def take_alert(ti_id: object, try_number: int) -> dict | None:
     return _take(_alert_path(ti_id, try_number))
 
 
-def take(ti_id: object, try_number: int) -> Handoff | None:
-    """The note for this try, removed; None if the task process removed it (or never left one)."""
-    data = _take(_path(ti_id, try_number))
+def leave_load_failure(ti_id: object, try_number: int, failure: LoadFailure) -> None:
+    _write(_load_failure_path(ti_id, try_number), dataclasses.asdict(failure))
+
+
+def take_load_failure(ti_id: object, try_number: int) -> LoadFailure | None:
+    """Why this try's task process could not load its task, removed; None if it could."""
+    data = _take(_load_failure_path(ti_id, try_number))
     if data is None:
         return None
+    names = {f.name for f in dataclasses.fields(LoadFailure)}
+    return LoadFailure(**{k: v for k, v in data.items() if k in names})
+
+
+def handoff_from_dict(data: dict) -> Handoff:
+    """A :class:`Handoff` from its JSON form (unknown keys ignored, lists made tuples)."""
     names = {f.name for f in dataclasses.fields(Handoff)}
     fields = {k: v for k, v in data.items() if k in names}
     for name in ("tags", "conn_ids"):  # lists in JSON
         if name in fields:
             fields[name] = tuple(fields[name] or ())
     return Handoff(**fields)
+
+
+def take(ti_id: object, try_number: int) -> Handoff | None:
+    """The note for this try, removed; None if the task process removed it (or never left one)."""
+    data = _take(_path(ti_id, try_number))
+    return None if data is None else handoff_from_dict(data)
 
 
 def clear(ti_id: object, try_number: int) -> None:

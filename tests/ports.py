@@ -10,7 +10,9 @@ import socket
 #: this test process's own, below the kernel's ephemeral range (32768 and up, where every robot and
 #: client socket binds). A port the kernel handed out and that was then released could be handed
 #: to another test process, or to a robot, before the service binds it; these cannot.
-SERVICE_PORTS_FROM = 20000
+#: DINGBOT_TEST_PORTS_FROM moves the blocks (e.g. to 10000), so that the suites of two checkouts
+#: can run at once on one machine.
+SERVICE_PORTS_FROM = int(os.environ.get("DINGBOT_TEST_PORTS_FROM") or 20000)
 SERVICE_PORTS_PER_PROCESS = 400
 _service_ports = itertools.count()
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from airflow_ext import handoff
+from airflow_ext.load_failure import LoadFailure
 
 pytestmark = pytest.mark.version_free
 
@@ -72,3 +73,13 @@ def test_a_relayed_alert_is_taken_once_and_apart_from_the_note():
     assert handoff.take_alert("ti", 1) == {**alert, "exception_message": "boom ✓"}
     assert handoff.take_alert("ti", 1) is None
     assert handoff.take("ti", 1) is None
+
+
+def test_a_load_failure_is_taken_once_and_apart_from_the_note():
+    failure = LoadFailure("ModuleNotFoundError", "No module named 'pandas' ✓", "Traceback ...")
+    handoff.leave("ti", 1, NOTE)
+    handoff.leave_load_failure("ti", 1, failure)
+    assert handoff.take_load_failure("ti", 2) is None
+    assert handoff.take_load_failure("ti", 1) == failure
+    assert handoff.take_load_failure("ti", 1) is None
+    assert handoff.take("ti", 1) == NOTE

@@ -4,6 +4,11 @@ Failure handling runs in the task's own process, in the scheduler (executor-repo
 with the deserialized task) and in the DAG processor (zombies), always through ``_handle_failure``
 with the database at hand: one hook covers them all. The one exception is a task the scheduler
 fails for staying queued too long (patch 0005), which Airflow fails without failure handling.
+
+A worker that cannot import the DAG file fails the try before it knows the task; the scheduler then
+fails it on the executor's report, which knows nothing of why. So the worker's ``airflow tasks run``
+alerts first, with its import error, per the task's flags as the serialized DAG has them (patch
+0007); the scheduler's report of the same try is then not sent again (claims).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow_ext import load_failure
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.hooks import (
     NOT_SENT_LOG,
@@ -42,6 +48,69 @@ def send_ding_alert(*, task_instance: Any, task: Any, error: None | str | BaseEx
         )
     except Exception:  # the contract with the patch: failure handling goes on unchanged, whatever happens
         log.exception(NOT_SENT_LOG, task_instance)
+
+
+def task_could_not_load(args: Any) -> None:
+    """``airflow tasks run`` on a worker, about to fail: the DAG file did not give it the DAG.
+    Alert for the queued try with the import error, deciding retry or failure as the scheduler's
+    ``handle_failure`` will. Never raises."""
+    try:
+        ti, task = _queued_try(args)
+        if ti is None or task is None:
+            return  # not a try the scheduler queued (a manual run), or a DAG it never serialized
+        ti.task = task
+        kind = AlertKind.RETRY if ti.is_eligible_to_retry() else AlertKind.FAILURE
+        if not wants_alert(kind, task, task):
+            return
+        failure = load_failure.describe(
+            ti.dag_id, ti.task_id, _dag_rel_path(args), _import_errors(args), dag_loaded=False
+        )
+        alert = Alert.from_task_instance(
+            ti, None, kind, logical_date=getattr(ti, "execution_date", None), **routing_facts(task, task)
+        )
+        deliver_alert(load_failure.with_failure(alert, failure))
+    except Exception:
+        log.exception(NOT_SENT_LOG, f"{getattr(args, 'dag_id', '?')}.{getattr(args, 'task_id', '?')}")
+
+
+def _queued_try(args: Any) -> tuple[Any, Any]:
+    """The task instance ``args`` names and its task from the serialized DAG (either may be None)."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == args.dag_id,
+                TaskInstance.task_id == args.task_id,
+                TaskInstance.run_id == args.execution_date_or_run_id,
+                TaskInstance.map_index == int(getattr(args, "map_index", -1)),
+            )
+        )
+        if ti is None:
+            return None, None
+        session.expunge(ti)
+    dag = SerializedDagModel.get_dag(args.dag_id)
+    return ti, (dag.task_dict.get(args.task_id) if dag is not None else None)
+
+
+def _dag_rel_path(args: Any) -> str:
+    from airflow import settings
+    from airflow.utils.cli import process_subdir
+
+    path = str(process_subdir(args.subdir) or "")
+    folder = str(settings.DAGS_FOLDER).rstrip("/") + "/"
+    return path[len(folder) :] if path.startswith(folder) else path
+
+
+def _import_errors(args: Any) -> dict:
+    """The worker's import errors of the DAG file, parsed again (only when it failed)."""
+    from airflow.models.dagbag import DagBag
+    from airflow.utils.cli import process_subdir
+
+    return DagBag(process_subdir(args.subdir), include_examples=False).import_errors
 
 
 def stuck_in_queued(task_instance: Any, task: Any, error: str) -> None:

@@ -9,6 +9,10 @@ with its own task object, and task processes have no database:
   segfault, ``os._exit``): Airflow itself reports nothing. The task runner leaves the task's
   flags in a :mod:`~airflow_ext.handoff` note at start-up (:func:`task_started`), which
   ``finalize`` removes once it has handled the try, so exactly one of the two alerts.
+* the supervisor too when the worker could not load the DAG or task at start-up (patch 0011:
+  an import error on this worker): the task runner leaves why (:func:`task_could_not_load`), and
+  the supervisor asks the api-server for the task's flags as its serialized DAG has them
+  (:func:`alert_settings_of_try`), since the worker never learnt them.
 * the scheduler's executor-event path (patch 0006), for failures the task never recorded: killed
   externally, a worker that could not start it, and the heartbeat-timeout path (which Airflow
   3.3.2 runs twice for callbacks, but once through this path); and its stuck-in-queued path
@@ -35,7 +39,7 @@ import sys
 import uuid
 from typing import Any
 
-from airflow_ext import handoff
+from airflow_ext import handoff, load_failure
 from airflow_ext.alert import Alert, AlertKind, task_log_url
 from airflow_ext.errors import DeliveryError
 from airflow_ext.hooks import (
@@ -91,6 +95,24 @@ def task_started(ti: Any) -> None:
         log.exception("DingTalk alerts for %s: could not leave the note for the supervisor", _name(ti))
 
 
+def task_could_not_load(startup: Any, import_errors: dict | None, dag: Any = None) -> None:
+    """Task runner's start-up, about to fail the try: this worker could not load the DAG (``dag``
+    None: the file did not import here, or has no such DAG) or the task. Leave why for the
+    supervisor, which alerts per the flags the metadata database has for the task."""
+    ti = getattr(startup, "ti", None)
+    try:
+        failure = load_failure.describe(
+            getattr(ti, "dag_id", "?"),
+            getattr(ti, "task_id", "?"),
+            str(getattr(startup, "dag_rel_path", "") or ""),
+            import_errors or {},
+            dag_loaded=dag is not None,
+        )
+        handoff.leave_load_failure(ti.id, ti.try_number, failure)
+    except Exception:
+        log.exception("DingTalk alerts for %s: could not leave the start-up failure", _name(ti))
+
+
 def task_finalized(ti: Any, state: Any, error: BaseException | None) -> None:
     """Task runner's ``finalize``: alert per the task's flags, then tell the supervisor it is done."""
     relay = _RELAY_FOR.set((str(ti.id), int(ti.try_number)))
@@ -112,18 +134,54 @@ def task_process_ended(ti: Any, exit_code: int | None, state: Any, client: Any =
     try:
         relayed = handoff.take_alert(ti.id, ti.try_number)
         note = handoff.take(ti.id, ti.try_number)
+        could_not_load = handoff.take_load_failure(ti.id, ti.try_number)
         handoff.remove_stale()
-        if relayed is not None:
-            alert = Alert.from_dict(relayed)
-        else:
-            kind = alert_kind(state)
-            if note is None or kind is None or not getattr(note, FLAG_FOR_KIND[kind]):
-                return  # most tries: nothing to send, and nothing to set up for it
-            alert = _killed_process_alert(ti, exit_code, kind, note)
+        kind = alert_kind(state)
+        if relayed is None and (kind is None or (note is None and could_not_load is None)):
+            return  # most tries: nothing to send, and nothing to set up for it
         with _execution_api_of(client):
+            if relayed is not None:
+                alert = Alert.from_dict(relayed)
+            elif note is not None:
+                if not getattr(note, FLAG_FOR_KIND[kind]):
+                    return
+                alert = _killed_process_alert(ti, exit_code, kind, note)
+            else:
+                note = _settings_from_api_server(ti)
+                if note is None or not getattr(note, FLAG_FOR_KIND[kind]):
+                    return
+                alert = _load_failure_alert(ti, kind, note, could_not_load)
             deliver_alert(alert)
     except Exception:
         log.exception(NOT_SENT_LOG, _name(ti))
+
+
+def _settings_from_api_server(ti: Any) -> handoff.Handoff | None:
+    """The task's ding flags and routing facts as the metadata database has them; None (logged)
+    when the api-server cannot tell."""
+    from airflow_ext import config
+    from airflow_ext.outbox.api_client import fetch_try_settings, try_settings_url
+
+    api = _EXECUTION_API.get()
+    if api is None:
+        log.error(
+            "%s: the worker could not load the task, and without the try's Execution API token the "
+            "api-server cannot be asked whether it wants alerts",
+            NOT_SENT_LOG % _name(ti),
+        )
+        return None
+    url, token = api
+    try:
+        settings = fetch_try_settings(try_settings_url(url), token, config.load_retry_policy())
+    except Exception as err:  # noqa: BLE001 - one line: the reason, never the token
+        log.error(
+            "%s: the worker could not load the task, and the api-server could not say whether it "
+            "wants alerts: %s",
+            NOT_SENT_LOG % _name(ti),
+            err,
+        )
+        return None
+    return handoff.handoff_from_dict(settings)
 
 
 @contextlib.contextmanager
@@ -268,7 +326,12 @@ def fastapi_apps() -> list[dict]:
     from airflow_ext.outbox.api_app import create_app
     from airflow_ext.ui.fastapi_app import fastapi_apps as alerts_apps
 
-    door = OutboxDoor(task_instance_id=task_instance_of_token, find_try=find_try, queue=queue_in_database)
+    door = OutboxDoor(
+        task_instance_id=task_instance_of_token,
+        find_try=find_try,
+        queue=queue_in_database,
+        try_settings=alert_settings_of_try,
+    )
     return [
         {"app": create_app(door), "url_prefix": URL_PREFIX, "name": "airflow-dingbot outbox"},
         *alerts_apps(),
@@ -343,6 +406,41 @@ def find_try(ti_id: str):
     return TaskTry(dag_id, task_id, run_id, int(map_index), int(try_number), state, archived=archived)
 
 
+def alert_settings_of_try(ti_id: str) -> dict | None:
+    """The ding flags and routing facts of a try's task as its serialized DAG has them (the DAG
+    version the try runs), as :class:`~airflow_ext.handoff.Handoff` fields; None for no such try."""
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    key = uuid.UUID(ti_id)
+    with create_session() as session:
+        ti = session.get(TaskInstance, key)
+        if ti is None:  # retried since: the try is archived under its own id
+            ti = session.scalars(
+                select(TaskInstanceHistory)
+                .where(TaskInstanceHistory.task_instance_id == key)
+                .order_by(TaskInstanceHistory.try_number.desc())
+                .limit(1)
+            ).first()
+        if ti is None:
+            return None
+        dag = DBDagBag().get_dag(ti.dag_version_id, session=session) if ti.dag_version_id else None
+        task = dag.task_dict.get(ti.task_id) if dag is not None else None
+        logical_date = _server_logical_date(ti)
+        settings = handoff.Handoff(
+            ding_on_failure=task_flag(FLAG_FOR_KIND[AlertKind.FAILURE], task) if task is not None else False,
+            ding_on_retry=task_flag(FLAG_FOR_KIND[AlertKind.RETRY], task) if task is not None else False,
+            max_tries=int(ti.max_tries or 0),
+            logical_date=_isoformat(logical_date),
+            log_url=task_log_url(ti),
+            **(routing_facts(task) if task is not None else {}),
+        )
+    return dataclasses.asdict(settings)
+
+
 def executor_reported_failure(ti: Any, executor_state: Any, error: None | str) -> None:
     """Scheduler's ``process_executor_events``, right before ``TaskInstance.handle_failure``.
 
@@ -397,6 +495,13 @@ def _killed_process_alert(ti: Any, exit_code: int | None, kind: AlertKind, note:
         tags=note.tags,
         conn_ids=note.conn_ids,
     )
+
+
+def _load_failure_alert(
+    ti: Any, kind: AlertKind, note: handoff.Handoff, failure: load_failure.LoadFailure
+) -> Alert:
+    """The supervisor's alert for a try whose worker could not load the task: the import error."""
+    return load_failure.with_failure(_killed_process_alert(ti, None, kind, note), failure)
 
 
 def describe_exit(exit_code: int | None) -> tuple[str, str]:

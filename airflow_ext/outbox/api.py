@@ -9,6 +9,10 @@ show as failed (a failure alert) or up for retry (a retry alert; once the next t
 Airflow keeps the retried one in its history as failed). Anything else is refused and nothing is
 stored.
 
+The same token also reads the try's alert settings (:data:`TRY_SETTINGS_ROUTE`): the ding flags and
+routing facts of its task as the serialized DAG has them, which a worker that could not load the
+DAG file needs to know whether to alert. Nothing else of the DAG is told.
+
 One request carries one alert, at most :data:`MAX_REQUEST_BYTES`; a try has one outbox row per
 robot whatever it sends, so a runaway task cannot flood the database.
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 #: Where Airflow mounts the app (``fastapi_apps`` url_prefix), beside ``/execution``.
 URL_PREFIX = "/dingbot"
 ALERTS_ROUTE = "/outbox/alerts"
+TRY_SETTINGS_ROUTE = "/outbox/try-settings"
 #: One alert: the outbox keeps at most 4000 bytes of message and 8000 of traceback of it anyway.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Longest value accepted per text field of an alert (characters); the request bound caps the sum.
@@ -82,12 +87,14 @@ class OutboxDoor:
 
     ``task_instance_id(token)`` checks an Execution API token and returns its task instance id;
     ``find_try(ti_id)`` returns that try from the database, or None; ``queue(alert)`` records the
-    alert in the outbox and returns False when this try was recorded before.
+    alert in the outbox and returns False when this try was recorded before; ``try_settings(ti_id)``
+    returns the ding flags and routing facts of the task (``Handoff`` fields), or None.
     """
 
     task_instance_id: Callable[[str], Awaitable[str]]
     find_try: Callable[[str], TaskTry | None]
     queue: Callable[[Alert], bool]
+    try_settings: Callable[[str], dict | None] = lambda ti_id: None
 
 
 def parse_alert(body: bytes) -> Alert:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_ext.outbox.api import (
     ALERTS_ROUTE,
+    TRY_SETTINGS_ROUTE,
     OutboxDoor,
     Refused,
     bearer_token,
@@ -44,5 +45,20 @@ def create_app(door: OutboxDoor) -> FastAPI:
             headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
             return JSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
         return JSONResponse({"queued": queued, "duplicate": not queued}, status_code=201 if queued else 200)
+
+    @app.get(TRY_SETTINGS_ROUTE)
+    async def try_settings(request: Request) -> JSONResponse:
+        """The ding flags and routing facts of the task of this request's token's try."""
+        try:
+            token = bearer_token(request.headers.get("authorization"))
+            ti_id = await door.task_instance_id(token)
+            settings = await run_in_threadpool(door.try_settings, ti_id)
+            if settings is None:
+                raise Refused(404, "the token's task instance is not in the database")
+        except Refused as refused:
+            log.warning("Refused a try-settings request (HTTP %d): %s", refused.status, refused.detail)
+            headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+            return JSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
+        return JSONResponse({"settings": settings})
 
     return app

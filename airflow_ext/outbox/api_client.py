@@ -16,7 +16,7 @@ import requests
 from airflow_ext.alert import Alert
 from airflow_ext.delivery import RetryPolicy, deliver
 from airflow_ext.errors import ConfigError, DeliveryError
-from airflow_ext.outbox.api import ALERTS_ROUTE, URL_PREFIX
+from airflow_ext.outbox.api import ALERTS_ROUTE, TRY_SETTINGS_ROUTE, URL_PREFIX
 
 #: Answers after which the same request can succeed: the api-server restarting or overloaded.
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -24,6 +24,15 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 def outbox_url(execution_api_url: str) -> str:
     """``http://host:8080/execution/`` -> ``http://host:8080/dingbot/outbox/alerts`` (sub-paths kept)."""
+    return _door_url(execution_api_url, ALERTS_ROUTE)
+
+
+def try_settings_url(execution_api_url: str) -> str:
+    """``http://host:8080/execution/`` -> ``http://host:8080/dingbot/outbox/try-settings``."""
+    return _door_url(execution_api_url, TRY_SETTINGS_ROUTE)
+
+
+def _door_url(execution_api_url: str, route: str) -> str:
     parts = urlsplit(execution_api_url)
     path = parts.path.rstrip("/")
     if parts.scheme not in ("http", "https") or not parts.netloc or not path.endswith("/execution"):
@@ -32,7 +41,7 @@ def outbox_url(execution_api_url: str) -> str:
             f"(http(s)://host:port[/prefix]/execution/) for the outbox; it is {execution_api_url!r}"
         )
     root = path[: -len("/execution")]
-    return urlunsplit((parts.scheme, parts.netloc, f"{root}{URL_PREFIX}{ALERTS_ROUTE}", "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, f"{root}{URL_PREFIX}{route}", "", ""))
 
 
 def post_alert(
@@ -64,6 +73,37 @@ def post_alert(
                     retryable=False,
                     http_status=response.status_code,
                 ) from None
+        raise refusal(url, response)
+
+    return deliver(attempt, policy, deadline_at=deadline_at)
+
+
+def fetch_try_settings(
+    url: str, token: str, policy: RetryPolicy, *, deadline_at: float | None = None
+) -> dict:
+    """The ding flags and routing facts of the try ``token`` belongs to, as the metadata database
+    has them (``airflow_ext.handoff.Handoff`` fields); raises DeliveryError."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def attempt(timeouts) -> dict:
+        try:
+            response = requests.get(
+                url, headers=headers, timeout=(timeouts.connect_s, timeouts.read_s), allow_redirects=False
+            )
+        except requests.RequestException as err:
+            raise DeliveryError(
+                f"the api-server at {url} did not answer ({type(err).__name__})", retryable=True
+            ) from None
+        if response.status_code == 200:
+            try:
+                settings = response.json()["settings"]
+                if isinstance(settings, dict):
+                    return settings
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise DeliveryError(
+                f"the api-server at {url} answered HTTP 200 without the try's settings", retryable=False
+            )
         raise refusal(url, response)
 
     return deliver(attempt, policy, deadline_at=deadline_at)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_ext import handoff, hooks
+from airflow_ext import handoff, hooks, load_failure
 from airflow_ext.adapters import airflow3
 from airflow_ext.alert import AlertKind
 from tests.outbox.test_api_client import Server
@@ -280,3 +280,99 @@ def test_a_try_without_an_alert_masks_nothing(sent):
     client.auth.token = "eyJhbGciOiJIUzUxMiJ9.eyJ0cnkiOiJub25lIn0.bm8tYWxlcnQtc2lnbmF0dXJl"
     airflow3.task_process_ended(ti, 0, "failed", client)
     assert sent == [] and sdk_masker().patterns == before
+
+
+# -- a worker that cannot load the DAG file: the import error, per the flags the api-server has ------
+
+
+def startup_details(ti) -> SimpleNamespace:
+    """Shaped like the task runner's StartupDetails."""
+    return SimpleNamespace(ti=ti, dag_rel_path="team/orders.py")
+
+
+IMPORT_ERROR = (
+    'Traceback (most recent call last):\n  File "/bundle/team/orders.py", line 3, in <module>\n'
+    "    import pandas\nModuleNotFoundError: No module named 'pandas'"
+)
+SETTINGS = {
+    "ding_on_failure": True,
+    "ding_on_retry": False,
+    "max_tries": 0,
+    "owner": "data",
+    "conn_ids": ["team"],
+}
+
+
+def test_a_worker_that_cannot_import_the_dag_alerts_with_the_import_error(sent):
+    api = Server([(200, {"settings": SETTINGS})])
+    ti = runtime_ti()  # the worker never learnt the task's own flags
+    try:
+        airflow3.task_could_not_load(startup_details(ti), {"/bundle/team/orders.py": IMPORT_ERROR})
+        airflow3.task_process_ended(ti, 1, "failed", supervisor_client(api))
+    finally:
+        api.close()
+
+    ((authorization, path),) = api.seen
+    assert authorization == f"Bearer {TOKEN}" and path == "/dingbot/outbox/try-settings"
+    (alert,) = sent
+    assert alert.kind is AlertKind.FAILURE and alert.exception_type == "ModuleNotFoundError"
+    assert (
+        alert.exception_message
+        == "This worker could not import the DAG file team/orders.py: No module named 'pandas'"
+    )
+    assert alert.traceback.endswith("No module named 'pandas'")
+    assert (alert.owner, alert.conn_ids) == ("data", ("team",))
+    assert handoff.take_load_failure(ti.id, ti.try_number) is None
+
+
+@pytest.mark.parametrize(
+    "state, settings", [("failed", {**SETTINGS, "ding_on_failure": False}), ("up_for_retry", SETTINGS)]
+)
+def test_a_worker_that_cannot_import_follows_the_serialized_flags(sent, state, settings):
+    api = Server([(200, {"settings": settings})])
+    ti = runtime_ti(ding_on_failure=True, ding_on_retry=True)
+    try:
+        airflow3.task_could_not_load(startup_details(ti), {"/bundle/team/orders.py": IMPORT_ERROR})
+        airflow3.task_process_ended(ti, 1, state, supervisor_client(api))
+    finally:
+        api.close()
+    assert sent == []
+
+
+def test_the_api_server_not_telling_the_flags_is_one_line_without_the_token(sent, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="airflow_ext")
+    api = Server([(403, {"detail": "invalid task token"})])
+    ti = runtime_ti()
+    try:
+        airflow3.task_could_not_load(startup_details(ti), {})
+        airflow3.task_process_ended(ti, 1, "failed", supervisor_client(api))
+    finally:
+        api.close()
+    assert sent == []
+    lines = [
+        line
+        for line in logged(caplog, capsys).splitlines()
+        if "could not say whether it wants alerts" in line
+    ]
+    assert len(lines) == 1 and "HTTP 403: invalid task token" in lines[0], lines
+    assert TOKEN not in logged(caplog, capsys)
+
+
+@pytest.mark.parametrize(
+    "import_errors, dag_loaded, what, words",
+    [
+        (
+            {"/b/team/orders.py": "SyntaxError: invalid syntax (orders.py, line 7)"},
+            False,
+            "SyntaxError",
+            "invalid syntax",
+        ),
+        ({"/b/other.py": "ValueError: x", "/b/team/orders.py": "KeyError: 'y'"}, False, "KeyError", "'y'"),
+        ({}, False, "DAG not found", "has no DAG 'd'"),
+        ({}, True, "Task not found", "has DAG 'd' without task 't'"),
+    ],
+)
+def test_the_load_failure_names_what_the_worker_could_not_load(import_errors, dag_loaded, what, words):
+    failure = load_failure.describe("d", "t", "team/orders.py", import_errors, dag_loaded=dag_loaded)
+    assert failure.exception_type == what and words in failure.exception_message
+    assert "team/orders.py" in failure.exception_message

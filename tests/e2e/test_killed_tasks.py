@@ -8,9 +8,10 @@ the alert must come from, once:
   finished LocalTaskJob of a running task instance (a zombie) and asks the DAG processor to run
   ``handle_failure``;
 * supervisor and task process SIGKILLed: the same, once the job's heartbeat is too old;
-* a failure the executor reports while the task instance is still queued: the scheduler runs
-  ``handle_failure`` itself, with the deserialized (perhaps mapped) task, or, if the task has
-  failure callbacks, asks the DAG processor to;
+* a worker that cannot import the DAG file: its ``airflow tasks run`` alerts with the import error
+  (patch 0007) per the serialized task's flags; the scheduler, which then runs ``handle_failure``
+  on the executor's report of the still-queued task (or, if the task has failure callbacks, asks
+  the DAG processor to), finds the try claimed and sends nothing;
 * a process killed after sending its alert but before committing the new state: the zombie path
   reports the same try again, and its msgUuid makes the robot drop the repeat.
 
@@ -50,6 +51,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.airflow2]
 DAG_ID = "dingbot_killed"  # as in dags/dingbot_killed.py
 RUN_ID = "e2e_killed"
 KILL_AFTER_SEND = "kill_after_send"
+#: The worker's ``airflow tasks run`` (LocalExecutor titles it so), which alerts for a DAG it cannot import.
+WORKER = "task supervisor"
 
 #: A running task whose LocalTaskJob has not heartbeaten for this long is a zombie. Its supervisor
 #: heartbeats every second (JOB_HEARTBEAT_SEC): far below, even on a busy machine.
@@ -377,35 +380,41 @@ def test_killed_map_index_alerts_once_naming_it(killed):
     assert set(senders[(1, 1)]) == {"DAG processor"} and senders[(2, 1)] == ["task process"], senders
 
 
-def test_failure_reported_by_the_executor_alerts_once(killed):
-    """The worker cannot parse the DAG file: the executor reports the still-queued task failed."""
+def test_worker_that_cannot_import_the_dag_alerts_once_with_the_import_error(killed):
+    """The worker cannot import the DAG file: it alerts with why; the executor then reports the
+    still-queued task failed, and the scheduler's failure handling sends nothing again."""
     assert killed.settled("worker_parse_fails") == EXPECTED_STATES[("worker_parse_fails", -1)]
 
     # Both tries were failed by the scheduler on the executor's report, never run.
     assert killed.events("state mismatch", "worker_parse_fails") == 2
     assert killed.events("running", "worker_parse_fails") == 0
     assert killed.alerts("worker_parse_fails") == [(-1, 1, "will retry"), (-1, 2, "failed")]
-    assert killed.senders("worker_parse_fails") == {(-1, 1): ["scheduler"], (-1, 2): ["scheduler"]}
+    assert killed.senders("worker_parse_fails") == {(-1, 1): [WORKER], (-1, 2): [WORKER]}
     texts = killed.texts("worker_parse_fails")
     assert len(texts) == 2 and all(f"**DAG:** {DAG_ID}" in t for t in texts), texts
-    assert all("reported that the task instance" in t for t in texts), texts
+    for text_ in texts:
+        assert "could not import the DAG file dingbot_killed.py" in text_, text_
+        assert "does not parse for worker_parse_fails (an intended e2e fault)" in text_, text_
+        assert "reported that the task instance" not in text_, text_
 
 
-def test_failure_of_a_mapped_task_reported_by_the_executor_alerts_once(killed):
-    """As above, for map indexes: the scheduler decides on the deserialized mapped operator."""
+def test_mapped_task_whose_worker_cannot_import_the_dag_alerts_once(killed):
+    """As above, for map indexes: the flags come from the serialized mapped operator."""
     settled = {i: killed.settled("worker_parse_fails_mapped", i) for i in (0, 1)}
 
     assert settled == {i: EXPECTED_STATES[("worker_parse_fails_mapped", i)] for i in (0, 1)}
     assert [killed.events("state mismatch", "worker_parse_fails_mapped", i) for i in (0, 1)] == [1, 1]
     assert killed.alerts("worker_parse_fails_mapped") == [(0, 1, "failed"), (1, 1, "failed")]
-    assert killed.senders("worker_parse_fails_mapped") == {(0, 1): ["scheduler"], (1, 1): ["scheduler"]}
+    assert killed.senders("worker_parse_fails_mapped") == {(0, 1): [WORKER], (1, 1): [WORKER]}
     for index in (0, 1):
         (text,) = killed.texts("worker_parse_fails_mapped", index)
         assert f"**Task:** worker_parse_fails_mapped [map index {index}]" in text
+        assert "does not parse for worker_parse_fails_mapped" in text
 
 
-def test_failure_with_callbacks_reported_by_the_executor_alerts_once(killed):
-    """A task with failure callbacks: the scheduler hands the executor's report to the DAG processor."""
+def test_task_with_callbacks_whose_worker_cannot_import_the_dag_alerts_once(killed):
+    """A task with failure callbacks: the scheduler hands the executor's report to the DAG processor,
+    which finds the worker's alert already sent."""
     assert (
         killed.settled("worker_parse_fails_callback") == EXPECTED_STATES[("worker_parse_fails_callback", -1)]
     )
@@ -413,7 +422,7 @@ def test_failure_with_callbacks_reported_by_the_executor_alerts_once(killed):
     assert killed.events("state mismatch", "worker_parse_fails_callback") == 1
     assert killed.events("running", "worker_parse_fails_callback") == 0
     assert killed.alerts("worker_parse_fails_callback") == [(-1, 1, "failed")]
-    assert killed.senders("worker_parse_fails_callback") == {(-1, 1): ["DAG processor"]}
+    assert killed.senders("worker_parse_fails_callback") == {(-1, 1): [WORKER]}
 
 
 def test_try_reported_twice_carries_one_msg_uuid(killed):

@@ -9,7 +9,9 @@ the robot keeping repeated msgUuids), from the process that handled it:
 * the supervisor: a task process SIGKILLed, as the OOM killer does, where Airflow itself runs no
   callback and sends no email;
 * the scheduler: a task whose supervisor died too, found by its missing heartbeat (which Airflow
-  3.3.2 handles twice), and a task the worker could not start.
+  3.3.2 handles twice), and a task the worker could not start;
+* the supervisor again, for a task whose worker could not import the DAG file: with the import
+  error, per the flags the api-server reads from the serialized DAG (one task asks for no alert).
 
 The final states must be those of the same DAG run by stock Airflow 3.3.2 (a fresh environment
 from the lock, without the patches).
@@ -63,6 +65,8 @@ EXPECTED_STATES = {
     ("supervisor_killed", -1): ("failed", 1),
     ("worker_cannot_start", -1): ("failed", 1),
     ("flags_off", -1): ("failed", 1),
+    ("worker_cannot_import", -1): ("failed", 2),
+    ("worker_cannot_import_flags_off", -1): ("failed", 1),
     ("mapped_killed", 0): ("success", 1),
     ("mapped_killed", 1): ("failed", 1),
     ("mapped_killed", 2): ("failed", 1),
@@ -81,6 +85,8 @@ EXPECTED_ALERTS = [
     ("oom_killed", -1, 2, "failed"),
     ("supervisor_killed", -1, 1, "failed"),
     ("worker_cannot_start", -1, 1, "failed"),
+    ("worker_cannot_import", -1, 1, "will retry"),
+    ("worker_cannot_import", -1, 2, "failed"),
     ("mapped_killed", 1, 1, "failed"),
     ("mapped_killed", 2, 1, "failed"),
 ]
@@ -96,6 +102,8 @@ EVIDENCE = {
     "oom_killed": "killed by SIGKILL",  # the supervisor: the signal
     "supervisor_killed": "reported that the task instance",  # the scheduler: the executor's report
     "worker_cannot_start": "reported that the task instance",
+    # the supervisor: the worker's import error, not the executor's report
+    "worker_cannot_import": "No module named 'dingbot_e2e_missing_worker_cannot_import'",
 }
 
 
@@ -149,6 +157,9 @@ def _run(base_env, database_url, engine, robot, tmp: Path, bin_dir: Path = BIN) 
         # start that task (and only that one).
         AIRFLOW__SDK__COORDINATORS='{"missing": {"classpath": "airflow_ext.no_such_module.Coordinator"}}',
         AIRFLOW__SDK__QUEUE_TO_COORDINATOR='{"dingbot-nowhere": "missing"}',
+        # A worker that cannot find the DAG fails the try at once rather than rescheduling it
+        # (three times a minute apart by default) in case the file is on its way.
+        AIRFLOW__WORKERS__MISSING_DAG_RETRIES="0",
     )
     prepare_and_trigger(env, DAG_ID, RUN_ID, bin_dir)
 
@@ -200,6 +211,15 @@ def test_killed_map_index_is_named_by_the_supervisor(lifecycle):
     assert "killed by SIGKILL" in killed and "out-of-memory" in killed
     (raised,) = lifecycle.texts("mapped_killed", 2)
     assert "ValueError" in raised
+
+
+def test_worker_that_cannot_import_the_dag_alerts_with_the_import_error(lifecycle):
+    texts = lifecycle.texts("worker_cannot_import")
+    assert len(texts) == 2, texts
+    for text_ in texts:
+        assert "ModuleNotFoundError" in text_ and "could not import the DAG file" in text_, text_
+        assert "dingbot_lifecycle.py" in text_, text_
+    assert lifecycle.texts("worker_cannot_import_flags_off") == []
 
 
 def test_no_secret_in_any_log(lifecycle):

@@ -12,7 +12,7 @@ import pytest
 from airflow_ext.alert import Alert, AlertKind
 from airflow_ext.delivery import RetryPolicy
 from airflow_ext.errors import ConfigError, DeliveryError
-from airflow_ext.outbox.api_client import outbox_url, post_alert
+from airflow_ext.outbox.api_client import fetch_try_settings, outbox_url, post_alert, try_settings_url
 
 TOKEN = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ0aSJ9.c2lnbmF0dXJlLXRoYXQtaXMtc2VjcmV0"
 ALERT = Alert(kind=AlertKind.FAILURE, dag_id="d", task_id="t", run_id="r", try_number=1, max_tries=0)
@@ -42,7 +42,7 @@ def test_an_execution_api_url_elsewhere_is_named_in_the_error(execution_api):
 
 
 class Server:
-    """A local stand-in for the api-server: answers each POST with the next planned (status, body)."""
+    """A local stand-in for the api-server: answers each request with the next planned (status, body)."""
 
     def __init__(self, answers):
         self.answers = list(answers)
@@ -56,6 +56,13 @@ class Server:
             def do_POST(self):
                 length = int(self.headers["Content-Length"])
                 server.seen.append((self.headers["Authorization"], json.loads(self.rfile.read(length))))
+                self._answer()
+
+            def do_GET(self):
+                server.seen.append((self.headers["Authorization"], self.path))
+                self._answer()
+
+            def _answer(self):
                 status, answer = server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
                 if status == "hang":
                     time.sleep(5)
@@ -157,3 +164,27 @@ def test_no_api_server_at_all_is_retryable_and_named():
     assert error.value.retryable and "http://127.0.0.1:9/dingbot/outbox/alerts did not answer" in str(
         error.value
     )
+
+
+def test_the_try_settings_are_beside_the_execution_api():
+    assert try_settings_url("https://h/team-a/execution/") == "https://h/team-a/dingbot/outbox/try-settings"
+
+
+def test_the_try_settings_are_read_with_the_tries_token(server):
+    api = server((200, {"settings": {"ding_on_failure": True, "conn_ids": ["team"]}}))
+    assert fetch_try_settings(api.url, TOKEN, POLICY) == {"ding_on_failure": True, "conn_ids": ["team"]}
+    assert api.seen == [(f"Bearer {TOKEN}", "/dingbot/outbox/alerts")]
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        ((403, {"detail": "invalid task token"}), "HTTP 403: invalid task token"),
+        ((200, {"queued": True}), "without the try's settings"),
+    ],
+)
+def test_try_settings_not_given_are_an_error_naming_why(server, answer, words):
+    api = server(answer)
+    with pytest.raises(DeliveryError, match=words) as raised:
+        fetch_try_settings(api.url, TOKEN, POLICY)
+    assert TOKEN not in str(raised.value)

@@ -9,6 +9,9 @@
   missing heartbeat;
 * ``worker_cannot_start`` runs on a queue whose coordinator does not exist, so the worker fails it
   while it is still queued and the scheduler handles the executor's report;
+* ``worker_cannot_import`` (both tries) and ``worker_cannot_import_flags_off``: this file does not
+  import in their workers (as with a package missing there), so the try fails before the worker
+  knows the task; the supervisor alerts per the flags of the serialized DAG, with the import error;
 * ``flags_off`` fails without asking for alerts.
 
 Without DINGBOT_E2E_KILLS=1 in the environment nothing kills anything: those tasks just fail.
@@ -25,6 +28,7 @@ from airflow import DAG
 from airflow.decorators import task
 from airflow.models.baseoperator import BaseOperator
 from airflow.operators.python import PythonOperator
+from airflow.sdk import get_parsing_context
 from airflow.sensors.python import PythonSensor
 from airflow.triggers.testing import FailureTrigger, SuccessTrigger
 from dingbot_e2e_common import START, fail, succeed
@@ -38,6 +42,15 @@ DAG_ID = "dingbot_lifecycle"
 #: A task's own default_args that add the retry alert.
 RETRY_ALERT = {"ding_on_retry": True}
 NOWHERE_QUEUE = "dingbot-nowhere"
+WORKER_CANNOT_IMPORT = ("worker_cannot_import", "worker_cannot_import_flags_off")
+
+# A worker runs a task after parsing this file with the parsing context naming the task; the DAG
+# processor parses it without. So these tasks' workers fail to import it, as a worker lacking a
+# package would, while the DAG processor serializes the DAG as usual.
+_context = get_parsing_context()
+if _context.dag_id == DAG_ID and _context.task_id in WORKER_CANNOT_IMPORT:
+    missing = f"dingbot_e2e_missing_{_context.task_id}"
+    raise ModuleNotFoundError(f"No module named '{missing}' (an intended e2e fault)")
 
 
 def _kill(*pids: int) -> None:
@@ -108,6 +121,14 @@ with DAG(
     PythonOperator(task_id="supervisor_killed", python_callable=supervisor_and_task_die)
     PythonOperator(task_id="worker_cannot_start", python_callable=succeed, queue=NOWHERE_QUEUE)
     PythonOperator(task_id="flags_off", python_callable=fail, default_args={"ding_on_failure": False})
+    PythonOperator(
+        task_id="worker_cannot_import", python_callable=succeed, retries=1, default_args=RETRY_ALERT
+    )
+    PythonOperator(
+        task_id="worker_cannot_import_flags_off",
+        python_callable=succeed,
+        default_args={"ding_on_failure": False},
+    )
 
     @task
     def mapped_killed(i):

@@ -3,6 +3,8 @@
 environment, this package, `airflow-ext patch apply`, then a `dags test` of one failing task with
 one retry whose alerts reach the local robot (the retry and the final failure), and `airflow-ext
 patch revert`, after which every patched file is byte for byte as its distribution's RECORD says.
+The code a patch of the release's own patches (2.11.0's 0005) is called by a probe: `dags test` does
+not reach it.
 
 One environment per release, built by uv from its cache (seconds once the packages are cached),
 one `db migrate` and one `dags test` each: the whole module costs about a minute per line."""
@@ -48,6 +50,34 @@ OTHER_RELEASES = [
 STEP_TIMEOUT_S = 600
 #: The DAG the smoke runs, with the helpers it imports, alone in its DAGs folder (nothing else to parse).
 DAG_FILES = ("dingbot_default_args.py", "dingbot_e2e_common.py")
+
+
+#: For each patch a release has of its own (not its line's), Python run in the patched release that
+#: calls the patched code and prints what the patch must make it do: `dags test` does not reach it.
+#: 2.11.0's 0005: the scheduler fails a task stuck in queued past its retries; the patch must look
+#: the task up and hand it to the adapter with Airflow's reason (here, a recording stand-in).
+OWN_PATCH_PROBES = {
+    ("2.11.0", "0005-scheduler-stuck-in-queued-ding-alert.patch"): (
+        """
+from unittest import mock
+
+import airflow_ext.adapters.airflow2 as adapter
+from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+alerts = []
+adapter.stuck_in_queued = lambda ti, task, error: alerts.append((task.task_id, error))
+runner = SchedulerJobRunner.__new__(SchedulerJobRunner)  # no job, no database: only this method
+runner._num_stuck_queued_retries = 2
+runner._get_num_times_stuck_in_queued = lambda ti, session: 2
+runner.dagbag = mock.Mock()
+runner.dagbag.get_dag.return_value.get_task.return_value.task_id = "stuck"
+ti = mock.Mock(dag_id="d", task_id="stuck")
+runner._maybe_requeue_stuck_ti(ti=ti, session=mock.Mock())
+print(alerts, ti.set_state.call_args.args[0].value)
+""",
+        "[('stuck', 'Task was requeued more than 2 times and will be failed.')] failed",
+    ),
+}
 
 
 def sh(*cmd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -150,6 +180,12 @@ def test_patch_release_installs_patches_alerts_and_reverts_byte_for_byte(release
     assert applied.stdout.startswith(f"apache-airflow {release}: applied "), applied.stdout
     assert all(sha256_field(site / f) != record[f] for f in files), "every file was patched"
     ok(sh(airflow_ext, "patch", "check", env=env))
+    for patch in patching.series_for(release, PATCHES):
+        if patch.parent.name == release:  # the release's own, where its line's patch does not apply
+            assert (release, patch.name) in OWN_PATCH_PROBES, f"no probe of {release}'s own {patch.name}"
+            code, expected = OWN_PATCH_PROBES[(release, patch.name)]
+            probe = ok(sh(venv / "bin" / "python", "-c", code, env=env))
+            assert probe.stdout.strip().splitlines()[-1] == expected, probe.stdout + probe.stderr
 
     ok(sh(airflow, "db", "migrate", env=env))
     with counting_robot() as robot:

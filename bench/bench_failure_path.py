@@ -313,6 +313,30 @@ def ensure_envs() -> dict[str, Path]:
     return envs
 
 
+#: With --postgres: each measured environment's home -> its metadata database (else SQLite).
+_DATABASE_FOR_HOME: dict[Path, str] = {}
+
+
+def fresh_postgres_databases(server_url: str, homes: dict[str, Path]) -> None:
+    """One empty PostgreSQL database per measured environment, on the server ``server_url`` names."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url)
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name, home in homes.items():
+                database = f"dingbot_bench_{LINE.version.replace('.', '_')}_{name}"
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+                conn.execute(text(f'CREATE DATABASE "{database}"'))
+                _DATABASE_FOR_HOME[home] = server.set(database=database).render_as_string(hide_password=False)
+    except Exception as err:
+        raise BenchError(f"--postgres {server.render_as_string()}: {type(err).__name__}: {err}") from None
+    finally:
+        admin.dispose()
+
+
 def airflow_env(venv: Path, home: Path | None, **extra: str) -> dict[str, str]:
     """A clean environment for a process of ``venv``: none of the driver's AIRFLOW*/PYTHON* settings."""
     env = {
@@ -327,6 +351,8 @@ def airflow_env(venv: Path, home: Path | None, **extra: str) -> dict[str, str]:
     if home is not None:
         env["AIRFLOW_HOME"] = str(home)
         env["AIRFLOW__CORE__DAGS_FOLDER"] = str(home / "dags")
+        if home in _DATABASE_FOR_HOME:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = _DATABASE_FOR_HOME[home]
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     env.update(extra)
@@ -334,7 +360,8 @@ def airflow_env(venv: Path, home: Path | None, **extra: str) -> dict[str, str]:
 
 
 def migrate(envs: dict[str, Path], homes: dict[str, Path]) -> None:
-    progress("airflow db migrate (SQLite), once per environment")
+    database = "PostgreSQL" if _DATABASE_FOR_HOME else "SQLite"
+    progress(f"airflow db migrate ({database}), once per environment")
     procs = {}
     for name, venv in envs.items():
         homes[name].mkdir(parents=True)
@@ -1039,7 +1066,8 @@ def report(res: dict, profile: Profile, elapsed_s: float) -> str:
     )
     header = (
         f"airflow-dingbot failure-path benchmark ({profile.name} profile): apache-airflow "
-        f"{res['airflow_version']}, Python {res['python']}, {res['cpus']} CPUs, {elapsed_s:.0f} s"
+        f"{res['airflow_version']}, Python {res['python']}, {res['cpus']} CPUs, "
+        f"metadata database {res.get('database', 'sqlite')}, {elapsed_s:.0f} s"
     )
     return "\n".join(
         [
@@ -1075,6 +1103,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("DINGBOT_AIRFLOW_LINE") or "3",
         help="which Airflow line to measure (default: DINGBOT_AIRFLOW_LINE, else 3)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="the measured environments' metadata databases on this PostgreSQL server "
+        "(postgresql://user@host:port; fresh databases dingbot_bench_*), instead of SQLite",
+    )
     args = parser.parse_args(argv)
     global LINE
     LINE = LINES[args.airflow_line]
@@ -1089,6 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         envs = ensure_envs()
         homes = {name: tmp / f"home-{name}" for name in ENV_NAMES}
+        if args.postgres:
+            fresh_postgres_databases(args.postgres, homes)
         migrate(envs, homes)
         results = bench_failure_path(envs, homes, tmp, profile, token, secret)
         shared_home = tmp / "home-shared"
@@ -1103,6 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout.strip()
         results["cpus"] = os.cpu_count()
         results["profile"] = profile.name
+        results["database"] = "postgresql" if args.postgres else "sqlite"
         text = report(results, profile, time.monotonic() - started)
     except BenchError as err:
         print(f"benchmark could not run: {redact(str(err))}", file=sys.stderr)

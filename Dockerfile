@@ -1,7 +1,9 @@
 # Apache Airflow with airflow-dingbot: DingTalk alerts on task failure and retry.
-# One Dockerfile for both supported lines; AIRFLOW_VERSION picks the line (default 3.3.2):
+# One Dockerfile for both supported lines; AIRFLOW_VERSION picks the release (default 3.3.2;
+# supported: 3.3.0-3.3.2 and 2.11.0-2.11.2, see the README):
 #
 #   docker build -t my-airflow:3.3.2-dingbot .
+#   docker build --build-arg AIRFLOW_VERSION=3.3.1 -t my-airflow:3.3.1-dingbot .
 #   docker build --build-arg AIRFLOW_VERSION=2.11.2 -t my-airflow:2.11.2-dingbot .
 #
 # The image build applies the patch series for that Airflow version to the Airflow inside the

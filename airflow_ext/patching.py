@@ -1,20 +1,26 @@
 """Apply, check and revert the Airflow core patch series: quilt-like, in pure Python.
 
-The series for an Airflow version lives in ``<patches_root>/<version>/series`` (one patch name
-per line; blank lines and ``#`` comments are ignored). Each patch is a Debian DEP-3 header
-followed by ``diff -u`` output whose paths are applied with ``-p1`` relative to the directory
-holding the installed ``airflow`` package (site-packages).
+The series for an Airflow release lives in a directory ``<patches_root>/<series>/`` with a
+``series`` file (one patch name per line; blank lines and ``#`` comments are ignored). Each patch
+is a Debian DEP-3 header followed by ``diff -u`` output whose paths are applied with ``-p1``
+relative to the directory holding the installed ``airflow`` package (site-packages).
 
 Which series, and which distributions it patches:
 
 * The series is chosen by the version of the installed ``apache-airflow`` distribution (the
   *primary* one), or of ``apache-airflow-core`` when ``apache-airflow`` is not installed.
+* A series directory with a ``releases`` file covers each release listed there (one a line): a
+  series made against the newest patch release of a minor covers every earlier one it applies to
+  unchanged. A directory without that file covers only the release it is named after. Where a
+  patch of the line's series does not apply to a release, that release has a series directory of
+  its own, whose ``series`` names the line's patches it shares as ``../<series>/<patch>`` and its
+  own patch in place of the one that does not apply. Exactly one directory may cover a release.
 * Airflow 2.x ships all its code in ``apache-airflow``, so by default the series patches
-  ``apache-airflow==<version>``. Airflow 3.x splits it: ``apache-airflow`` is a meta-package
+  ``apache-airflow==<release>``. Airflow 3.x splits it: ``apache-airflow`` is a meta-package
   without code, and ``airflow/`` is filled by ``apache-airflow-core`` and
-  ``apache-airflow-task-sdk`` (which has its own version numbers). For such a version the
-  directory holds a ``distributions`` file, one ``name==version`` per line (blank lines and
-  ``#`` comments ignored), naming every distribution the series patches.
+  ``apache-airflow-task-sdk`` (which has its own version numbers). The ``releases`` line of such
+  a release names, after it, each distribution the series patches as ``name==version`` (a
+  directory without ``releases`` names them in a ``distributions`` file, one a line).
 * Before anything is read, every distribution named there must be installed at exactly that
   version: the series was made against those files and no others.
 * Each patched file belongs to the one listed distribution whose ``RECORD`` lists it; a file
@@ -22,9 +28,13 @@ Which series, and which distributions it patches:
 
 Rules, stricter than ``patch(1)`` on purpose:
 
-* No fuzz and no offset search: every hunk's context and removed lines must match exactly, at
-  exactly the line its header states (counting the lines earlier hunks and patches shifted),
-  with exact line endings, including ``\\ No newline at end of file``.
+* No fuzz: every hunk's context and removed lines must match exactly, with exact line endings,
+  including ``\\ No newline at end of file``. A hunk is looked for first at the line its header
+  states (moved by the offset the file's previous hunk was found at); elsewhere only if it is not
+  there, and then it must be found at exactly one line after the previous hunk (``patch -F0``
+  would take the nearest of several; content that occurs twice is refused instead). Offsets let
+  one series serve the patch releases of a minor, whose files differ in lines the patches do not
+  touch.
 * The truth about a file is the sha256 in the ``RECORD`` of the distribution that owns it. A
   file is *pristine* if it hashes to RECORD, *patched* if reverse-applying the series to it
   succeeds and yields the RECORD hash, otherwise *modified*.
@@ -70,6 +80,7 @@ __all__ = [
 DIST_NAME = "apache-airflow"
 CORE_DIST_NAME = "apache-airflow-core"  # holds the code (and the version) when apache-airflow is absent
 DISTRIBUTIONS_FILE = "distributions"
+RELEASES_FILE = "releases"
 
 # Per-file states.
 PRISTINE = "pristine"  # sha256 equals RECORD: as released
@@ -109,25 +120,109 @@ def _root(patches_root: os.PathLike | str | None) -> Path:
     return Path(patches_root) if patches_root is not None else default_patches_root()
 
 
-def available_versions(patches_root: os.PathLike | str | None = None) -> list[str]:
-    """Versions that have a ``series`` file under *patches_root*, sorted."""
-    root = _root(patches_root)
+def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Sorts ``2.11.10`` after ``2.11.9``: numeric parts as numbers, others as text."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.+!_-]", version)
+    )
+
+
+# A release a series directory covers, with the pins its ``releases`` file gives for it (None: the
+# directory has no such file, so it covers only the release it is named after).
+_Claim = tuple[Path, Optional[list[tuple[str, str]]]]
+
+
+def _series_dirs(root: Path) -> list[Path]:
     try:
-        return sorted(child.name for child in root.iterdir() if (child / "series").is_file())
+        return sorted(child for child in root.iterdir() if (child / "series").is_file())
     except OSError:
         return []
 
 
-def series_for(version: str, patches_root: os.PathLike | str | None = None) -> list[Path]:
-    """The patch files of the series for Airflow *version*, in application order."""
-    root = _root(patches_root)
-    version_dir = root / version
-    series = version_dir / "series"
-    if not version or version in (".", "..") or "/" in version or "\\" in version or not series.is_file():
-        available = ", ".join(available_versions(root)) or "none"
+def _read_releases(directory: Path) -> list[tuple[str, list[tuple[str, str]]]] | None:
+    """The ``releases`` file of a series directory: ``[(release, pins)]``; None if it has none.
+
+    Each line is an apache-airflow release the series applies to, then, for a release whose code
+    is in other distributions (Airflow 3.x), the ``name==version`` of each one the series patches.
+    """
+    path = directory / RELEASES_FILE
+    if not path.exists():
+        return None
+    label = f"the releases file of the patch series {directory.name}"
+    if (directory / DISTRIBUTIONS_FILE).exists():
+        raise PatchError(
+            f"the patch series {directory.name} has both a {RELEASES_FILE} and a {DISTRIBUTIONS_FILE} file "
+            f"(the {RELEASES_FILE} file names each release's distributions); nothing changed"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PatchError(f"cannot read {label}: {err}; nothing changed") from None
+    releases: list[tuple[str, list[tuple[str, str]]]] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        tokens = raw.split("#", 1)[0].split()  # '#' cannot occur in a name or a version
+        if not tokens:
+            continue
+        where = f"{label}, line {lineno}"
+        release, pin_texts = tokens[0], tokens[1:]
+        if not _VERSION.fullmatch(release) or "==" in release:
+            raise PatchError(f"{where}: invalid apache-airflow release {release!r}; nothing changed")
+        if any(release == known for known, _ in releases):
+            raise PatchError(f"{where}: {release} is listed twice; nothing changed")
+        pins: list[tuple[str, str]] = []
+        for pin_text in pin_texts:
+            pin = _parse_pin(pin_text, where)
+            if any(name == pin[0] for name, _ in pins):
+                raise PatchError(f"{where}: {pin[0]} is listed twice; nothing changed")
+            pins.append(pin)
+        releases.append((release, pins or [(DIST_NAME, release)]))
+    if not releases:
+        raise PatchError(f"{label} names no release; nothing changed")
+    return releases
+
+
+def _claims(root: Path) -> dict[str, list[_Claim]]:
+    """Every release some series directory under *root* covers, with the directories covering it."""
+    claims: dict[str, list[_Claim]] = {}
+    for directory in _series_dirs(root):
+        releases = _read_releases(directory)
+        if releases is None:
+            claims.setdefault(directory.name, []).append((directory, None))
+        for release, pins in releases or ():
+            claims.setdefault(release, []).append((directory, pins))
+    return claims
+
+
+def available_versions(patches_root: os.PathLike | str | None = None) -> list[str]:
+    """The apache-airflow releases some series under *patches_root* covers, oldest first."""
+    return sorted(_claims(_root(patches_root)), key=_version_key)
+
+
+def _series_dir(version: str, root: Path) -> _Claim:
+    """The one series directory covering apache-airflow *version*, and the pins it gives for it."""
+    claims = _claims(root)
+    found = claims.get(version, [])
+    if not found:
+        available = ", ".join(sorted(claims, key=_version_key)) or "none"
         raise PatchError(
             f"no patch series for apache-airflow {version}; this airflow-dingbot supports: {available}"
         )
+    if len(found) > 1:
+        names = _joined([directory.name for directory, _ in found], "and")
+        raise PatchError(f"the patch series {names} each claim apache-airflow {version}; nothing changed")
+    return found[0]
+
+
+def series_for(version: str, patches_root: os.PathLike | str | None = None) -> list[Path]:
+    """The patch files of the series for Airflow *version*, in application order.
+
+    A name in ``series`` is a file of the series directory, or ``../<series>/<file>``: a patch of
+    another series that applies to this release as it is (a per-release series shares the patches
+    of its line and has its own only where the line's does not apply).
+    """
+    root = _root(patches_root)
+    version_dir, _ = _series_dir(version, root)
+    series = version_dir / "series"
     try:
         text = series.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -147,7 +242,9 @@ def series_for(version: str, patches_root: os.PathLike | str | None = None) -> l
         if any(option != "-p1" for option in options):
             raise PatchError(f"{where}: unsupported option {' '.join(options)!r} (only -p1)")
         parts = name.split("/")
-        if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        # Only the leading ".." of "../<series>/<file>" may leave the directory, and only one level.
+        own_parts = parts[1:] if len(parts) == 3 and parts[0] == ".." else parts
+        if name.startswith("/") or any(part in ("", ".", "..") for part in own_parts):
             raise PatchError(f"{where}: invalid patch name {name!r}")
         if name in seen:
             raise PatchError(f"{where}: {name} is listed twice")
@@ -162,12 +259,17 @@ def series_for(version: str, patches_root: os.PathLike | str | None = None) -> l
 
 
 def distributions_for(version: str, patches_root: os.PathLike | str | None = None) -> list[tuple[str, str]]:
-    """The ``(name, version)`` pins the series for *version* patches, from its ``distributions`` file.
+    """The ``(name, version)`` pins the series patches on apache-airflow *version*.
 
-    Without that file the series patches ``apache-airflow==<version>`` alone (Airflow 2.x).
+    They come from the ``releases`` file of the series directory covering *version*; a directory
+    without one covers only its own release, pinned in its ``distributions`` file, and without
+    that file the series patches ``apache-airflow==<version>`` alone (Airflow 2.x).
     Names are returned normalized (``Apache_Airflow.Core`` -> ``apache-airflow-core``).
     """
-    path = _root(patches_root) / version / DISTRIBUTIONS_FILE
+    version_dir, pins = _series_dir(version, _root(patches_root))
+    if pins is not None:
+        return pins
+    path = version_dir / DISTRIBUTIONS_FILE
     if not path.exists():
         return [(DIST_NAME, version)]
     label = f"the distributions file for apache-airflow {version}"
@@ -476,10 +578,43 @@ def _position(start: int, length: int) -> int:
     return start - 1 if length else start
 
 
+def _matches_at(lines: Sequence[str], old: Sequence[str], index: int) -> bool:
+    return lines[index : index + len(old)] == list(old)
+
+
+def _locate(lines: Sequence[str], old: Sequence[str], guess: int, lowest: int, hunk: int, stated: int) -> int:
+    """Where the hunk's context and removed lines *old* are in *lines*: at *guess* (the line its
+    header states, moved by the offset of the hunk before it) if they are there, else at the one
+    other place at or after *lowest* (the end of the previous hunk) where they are, line for line.
+
+    An offset only moves a hunk, never changes what it must find, as ``patch -F0`` does. Unlike
+    ``patch``, a hunk that is not at its stated line must be found at exactly one place: content
+    that occurs twice gives no reason to prefer either, so such a hunk is refused instead of put
+    at the nearer one.
+    """
+    highest = len(lines) - len(old)
+    if lowest <= guess <= highest and _matches_at(lines, old, guess):
+        return guess
+    found = [index for index in range(lowest, highest + 1) if _matches_at(lines, old, index)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        places = _joined([str(index + 1) for index in found], "and")
+        raise _Mismatch(hunk, stated, f"its context and removed lines are at lines {places}, not here")
+    if guess > highest:
+        raise _Mismatch(hunk, stated, f"the file has only {len(lines)} lines")
+    differs = next((i for i, text in enumerate(old) if lines[guess + i] != text), 0) if guess >= lowest else 0
+    raise _Mismatch(
+        hunk, max(guess, lowest) + differs + 1, "context or removed line differs, and is at no other line"
+    )
+
+
 def _apply_diff(lines: Sequence[str], diff: _FileDiff, *, reverse: bool) -> list[str]:
-    """Apply (or reverse-apply) one file's hunks exactly where their headers say. No fuzz."""
+    """Apply (or reverse-apply) one file's hunks: each where its header says, or moved by an offset
+    (see :func:`_locate`). No fuzz."""
     out: list[str] = []
     pos = 0
+    shift = 0  # the offset of the previous hunk: where the next one is looked for first
     for hunk in diff.hunks:
         if reverse:
             old, new = hunk.new, hunk.old
@@ -487,17 +622,14 @@ def _apply_diff(lines: Sequence[str], diff: _FileDiff, *, reverse: bool) -> list
         else:
             old, new = hunk.old, hunk.new
             start, length, other_start, other_len = hunk.src_start, hunk.src_len, hunk.tgt_start, hunk.tgt_len
-        index = _position(start, length)
-        if index < pos:
+        stated = _position(start, length)
+        if stated < pos - shift:
             raise _Mismatch(hunk.number, start, "hunk overlaps the previous one or is out of order")
+        index = _locate(lines, old, stated + shift, pos, hunk.number, start)
+        shift = index - stated
         end = index + len(old)
-        if end > len(lines):
-            raise _Mismatch(hunk.number, start, f"the file has only {len(lines)} lines")
-        for offset, expected in enumerate(old):
-            if lines[index + offset] != expected:
-                raise _Mismatch(hunk.number, index + offset + 1, "context or removed line differs")
         out.extend(lines[pos:index])
-        if _position(other_start, other_len) != len(out):
+        if _position(other_start, other_len) + shift != len(out):
             raise _Mismatch(hunk.number, start, "the @@ line numbers are inconsistent with earlier hunks")
         if new and out and not out[-1].endswith("\n"):
             raise _Mismatch(hunk.number, start, "text added after a last line without newline")
@@ -627,8 +759,9 @@ def series_status(
     root = _root(patches_root)
     patch_paths = series_for(version, root)
     targets = _resolve_targets(distributions_for(version, root), primary, label, dists)
-    version_dir = root / version
-    parsed = [_parse_patch(path, path.relative_to(version_dir).as_posix()) for path in patch_paths]
+    version_dir, _ = _series_dir(version, root)
+    # Named as the series lists them: "0001-x.patch", or "../2.11.2/0001-x.patch" for a shared one.
+    parsed = [_parse_patch(path, Path(os.path.relpath(path, version_dir)).as_posix()) for path in patch_paths]
 
     per_file: dict[str, list[tuple[str, _FileDiff]]] = {}
     for patch in parsed:

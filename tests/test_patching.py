@@ -4,8 +4,9 @@ No real Airflow is needed (and none is modified): each test builds ``site/fakepk
 ``apache_airflow-9.9.9.dist-info`` with real sha256 RECORD entries in tmp_path, and a patch series
 for 9.9.9. The Airflow 3.x layout is mimicked by ``MultiEnv``: apache-airflow 9.9.9 as a
 meta-package, its code split between fake-core 9.9.9 and fake-sdk 1.2.3, and a ``distributions``
-file naming both. Two tests dry-run the repository's real 2.11.2 and 3.3.2 series on copies of
-the real files, when that Airflow is installed.
+file naming both (or a ``releases`` file naming them for each release the series covers). Two
+tests dry-run the repository's real 2.11.2 and 3.3.2 series on copies of the real files, when that
+Airflow is installed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import stat
 from importlib import metadata
@@ -302,10 +304,10 @@ def test_hand_edited_target_is_refused_and_nothing_written(env):
             PATCH_2.replace(" value_19 = 19\n", " value_19 = 190\n"),
             ("hunk #1", "fakepkg/alpha.py", "line 20"),
         ),
-        # Right content, wrong line (no offset search): alpha's hunk claims line 18 instead of 19.
+        # Context found nowhere, not even at an offset: value_18 = 180 occurs in no line.
         (
-            PATCH_2.replace("@@ -19,3 +19,4 @@", "@@ -18,3 +18,4 @@"),
-            ("hunk #1", "fakepkg/alpha.py", "line 18"),
+            PATCH_2.replace(" value_18 = 18\n", " value_18 = 180\n"),
+            ("hunk #1", "fakepkg/alpha.py", "line 19", "at no other line"),
         ),
         # Missing "\ No newline" marker: "BETA = 1\n" is not what the file ends with.
         (
@@ -313,7 +315,7 @@ def test_hand_edited_target_is_refused_and_nothing_written(env):
             ("hunk #1", "fakepkg/beta.py", "line 4"),
         ),
     ],
-    ids=["context-differs", "wrong-line", "newline-at-eof"],
+    ids=["context-differs", "context-nowhere", "newline-at-eof"],
 )
 def test_mismatching_hunk_is_refused_and_nothing_written(tmp_path, bad_patch, expected):
     env = Env(
@@ -554,6 +556,7 @@ def no_temp_files(env: Env) -> bool:
 )
 def test_distributions_for(tmp_path, text, expected):
     (tmp_path / VERSION).mkdir()
+    (tmp_path / VERSION / "series").write_text("0001-x.patch\n")
     if text is not None:
         (tmp_path / VERSION / "distributions").write_text(text)
     if expected is None:
@@ -886,6 +889,261 @@ def test_distributions_file_naming_apache_airflow_alone_changes_nothing(tmp_path
     assert str(plain_err.value) == str(pinned_err.value)
 
 
+# --- offsets: one series for several patch releases --------------------------------------------
+
+# What a neighbouring patch release changes in lines the patches do not touch: two lines more
+# before alpha's first hunk, one less between its two hunks.
+ALPHA_SHIFTED = b"# two lines the series never saw\nimport os\n" + ALPHA.replace(b"value_10 = 10\n", b"")
+
+
+def test_hunks_found_at_an_offset_apply_check_and_revert_byte_for_byte(tmp_path):
+    env = _one_file_env(tmp_path, ALPHA_SHIFTED, PATCH_1)
+    set_old_mtimes(env)
+    untouched = env.read("fakepkg/beta.py")
+
+    message = patching.apply_series(**env.kw())
+
+    assert message.startswith(f"apache-airflow {VERSION}: applied 1 patch ")
+    expected = b"# two lines the series never saw\nimport os\n" + ALPHA_PATCHED.replace(
+        b"value_10 = 10\n", b""
+    ).replace(b'TAIL = "added by 0002"\n', b"")
+    assert env.read("fakepkg/alpha.py") == expected
+    assert "applied and intact" in patching.check_series(**env.kw())
+    patching.revert_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == ALPHA_SHIFTED
+    assert env.read("fakepkg/beta.py") == untouched
+
+
+def _two_blocks(first: str, second: str) -> bytes:
+    """A file with a repeated block: ``start``/``<first>``/``end``, blank, ``start``/``<second>``/``end``."""
+    return lines("start", first, "end", "", "start", second, "end").encode()
+
+
+def _retarget_patch(at: int) -> str:
+    """Changes ``middle`` to ``changed`` in a start/middle/end block; its header says line *at*."""
+    return lines(
+        "---",
+        "--- a/fakepkg/alpha.py",
+        "+++ b/fakepkg/alpha.py",
+        f"@@ -{at},3 +{at},3 @@",
+        " start",
+        "-middle",
+        "+changed",
+        " end",
+    )
+
+
+def test_hunk_at_its_stated_line_wins_over_the_same_content_elsewhere(tmp_path):
+    env = _one_file_env(tmp_path, _two_blocks("middle", "middle"), _retarget_patch(5))
+    patching.apply_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == _two_blocks("middle", "changed")
+    patching.revert_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == _two_blocks("middle", "middle")
+
+
+def test_hunk_whose_content_occurs_twice_elsewhere_is_refused_and_nothing_written(tmp_path):
+    # Two lines in front: neither block is where the header (line 1) says.
+    original = b"\n\n" + _two_blocks("middle", "middle")
+    env = _one_file_env(tmp_path, original, _retarget_patch(1))
+    set_old_mtimes(env)
+    before = env.snapshot()
+    with pytest.raises(PatchError) as err:
+        patching.apply_series(**env.kw())
+    message = str(err.value)
+    assert "hunk #1 for fakepkg/alpha.py fails at line 1" in message
+    assert "lines 3 and 7" in message and message.endswith("nothing changed")
+    assert env.snapshot() == before
+
+
+def test_hunk_found_once_away_from_its_line_is_applied_there(tmp_path):
+    # The same two lines in front, but only the second block still says "middle".
+    env = _one_file_env(tmp_path, b"\n\n" + _two_blocks("other", "middle"), _retarget_patch(1))
+    patching.apply_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == b"\n\n" + _two_blocks("other", "changed")
+
+
+def test_next_hunk_is_looked_for_first_at_the_offset_of_the_one_before(tmp_path):
+    # Hunk 2's block occurs at its stated line 9 and, two lines further, at 11: the file has two
+    # extra lines in front, so hunk 1 is found at offset +2, and hunk 2 belongs at 11, not at 9.
+    original = lines(
+        "x", "y", "head", "a", "tail", "", "", "", "", "", "start", "middle", "end", "start", "middle", "end"
+    ).encode()
+    patch_text = lines(
+        "---",
+        "--- a/fakepkg/alpha.py",
+        "+++ b/fakepkg/alpha.py",
+        "@@ -1,3 +1,3 @@",
+        " head",
+        "-a",
+        "+b",
+        " tail",
+        "@@ -9,3 +9,3 @@",
+        " start",
+        "-middle",
+        "+changed",
+        " end",
+    )
+    env = _one_file_env(tmp_path, original, patch_text)
+    patching.apply_series(**env.kw())
+    expected = original.replace(b"\na\n", b"\nb\n").replace(b"middle\nend\nstart", b"changed\nend\nstart", 1)
+    assert env.read("fakepkg/alpha.py") == expected
+    patching.revert_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == original
+
+
+def test_hunk_is_not_looked_for_before_the_previous_one(tmp_path):
+    # Hunk 2's content occurs only above hunk 1: applying it there would reorder the patch.
+    original = lines("start", "middle", "end", "head", "a", "tail", "x", "y", "z").encode()
+    patch_text = lines(
+        "---",
+        "--- a/fakepkg/alpha.py",
+        "+++ b/fakepkg/alpha.py",
+        "@@ -4,3 +4,3 @@",
+        " head",
+        "-a",
+        "+b",
+        " tail",
+        "@@ -7,3 +7,3 @@",
+        " start",
+        "-middle",
+        "+changed",
+        " end",
+    )
+    env = _one_file_env(tmp_path, original, patch_text)
+    with pytest.raises(PatchError, match=r"hunk #2 for fakepkg/alpha\.py.*at no other line"):
+        patching.apply_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == original
+
+
+# --- releases: which series covers the installed release ---------------------------------------
+
+
+def _add_series(root: Path, name: str, series: str, files: dict[str, str] | None = None) -> Path:
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    for file_name, text in (files or {}).items():
+        (directory / file_name).write_text(text)
+    (directory / "series").write_text(series)
+    return directory
+
+
+def test_series_covers_every_release_its_releases_file_lists(tmp_path):
+    env = Env(tmp_path, version="9.9.7")
+    (env.root / VERSION / "releases").write_text(lines("# the 9.9 line", "9.9.7", "9.9.9"))
+
+    assert patching.available_versions(env.root) == ["9.9.7", "9.9.9"]
+    assert patching.distributions_for("9.9.7", env.root) == [("apache-airflow", "9.9.7")]
+    message = patching.apply_series(**env.kw())
+    assert message.startswith("apache-airflow 9.9.7: applied 2 patches ")
+    assert env.read("fakepkg/alpha.py") == ALPHA_PATCHED
+    patching.revert_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == ALPHA
+
+
+def test_release_no_series_covers_is_refused_in_one_line_naming_the_supported_ones(tmp_path):
+    env = Env(tmp_path, version="9.9.8")
+    (env.root / VERSION / "releases").write_text(lines("9.9.10", "9.9.9", "9.9.7"))
+    for action in ACTIONS:
+        with pytest.raises(PatchError) as err:
+            action(**env.kw())
+        assert str(err.value) == (
+            "no patch series for apache-airflow 9.9.8; this airflow-dingbot supports: 9.9.7, 9.9.9, 9.9.10"
+        )
+
+
+def test_per_release_series_shares_the_lines_patches_and_replaces_one(tmp_path):
+    env = Env(tmp_path, version="9.9.7")
+    (env.root / VERSION / "releases").write_text("9.9.8\n9.9.9\n")
+    # 9.9.7's value_16 was 17: the line's 0001 does not apply, its own does; 0002 is shared.
+    env.path("fakepkg/alpha.py").write_bytes(ALPHA.replace(b"value_16 = 16", b"value_16 = 17"))
+    record = info_dir(env.site, "apache-airflow", "9.9.7") / "RECORD"
+    record.write_text(
+        record.read_text().replace(record_hash(ALPHA), record_hash(env.read("fakepkg/alpha.py")))
+    )
+    own = PATCH_1.replace("-value_16 = 16", "-value_16 = 17")
+    _add_series(
+        env.root,
+        "9.9.7",
+        lines("0001-alpha-two-hunks.patch", "../9.9.9/0002-beta-and-alpha-tail.patch"),
+        {"0001-alpha-two-hunks.patch": own},
+    )
+
+    message = patching.apply_series(**env.kw())
+    assert message.startswith("apache-airflow 9.9.7: applied 2 patches (0001-alpha-two-hunks.patch, ")
+    assert "../9.9.9/0002-beta-and-alpha-tail.patch" in message
+    assert env.read("fakepkg/alpha.py") == ALPHA_PATCHED
+    assert env.read("fakepkg/beta.py") == BETA_PATCHED
+    patching.revert_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == ALPHA.replace(b"value_16 = 16", b"value_16 = 17")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../9.9.9/0001-alpha-two-hunks.patch", "../9.9.9/sub/0001.patch", "../..", "9.9.9/../x.patch"],
+)
+def test_series_names_leave_the_patches_root_in_no_other_way(tmp_path, name):
+    env = Env(tmp_path)
+    _add_series(env.root, "9.9.7", lines(name))
+    with pytest.raises(PatchError, match=f"invalid patch name '{re.escape(name)}'"):
+        patching.series_for("9.9.7", env.root)
+
+
+def test_release_claimed_by_two_series_is_refused(tmp_path):
+    env = Env(tmp_path)
+    _add_series(env.root, "9.9.x", lines("../9.9.9/0001-alpha-two-hunks.patch"))
+    (env.root / "9.9.x" / "releases").write_text("9.9.9\n")
+    with pytest.raises(
+        PatchError, match=r"the patch series 9\.9\.9 and 9\.9\.x each claim apache-airflow 9\.9\.9"
+    ):
+        patching.apply_series(**env.kw())
+    assert env.read("fakepkg/alpha.py") == ALPHA
+
+
+def test_releases_file_names_each_releases_distributions(tmp_path):
+    env = MultiEnv(tmp_path, distributions=None)
+    (env.root / VERSION / "releases").write_text(
+        lines("9.9.8 fake-core==9.9.8 fake-sdk==1.2.2", "9.9.9 Fake_Core==9.9.9 fake-sdk==1.2.3  # comment")
+    )
+    assert patching.distributions_for("9.9.8", env.root) == [("fake-core", "9.9.8"), ("fake-sdk", "1.2.2")]
+    message = patching.apply_series(**env.kw())
+    assert message.startswith(
+        "apache-airflow 9.9.9: applied 2 patches in fake-core 9.9.9 and fake-sdk 1.2.3 "
+    )
+    assert env.read("fakepkg/sdk/beta.py") == BETA_PATCHED
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("9.9.9 fake-core>=9.9.9\n", "line 1: expected an exact pin"),
+        ("9.9.*\n", "line 1: invalid apache-airflow release '9.9.*'"),
+        ("9.9.9\n9.9.9\n", "line 2: 9.9.9 is listed twice"),
+        ("9.9.9 fake-core==9.9.9 fake-core==9.9.8\n", "line 1: fake-core is listed twice"),
+        ("# none yet\n", "names no release"),
+    ],
+    ids=["range", "wildcard", "release-twice", "pin-twice", "empty"],
+)
+def test_malformed_releases_file_is_refused_and_nothing_written(tmp_path, text, fragment):
+    env = MultiEnv(tmp_path, distributions=None)
+    (env.root / VERSION / "releases").write_text(text)
+    before = env.snapshot()
+    for action in ACTIONS:
+        with pytest.raises(PatchError) as err:
+            action(**env.kw())
+        assert (
+            f"the releases file of the patch series {VERSION}, " in str(err.value)
+            or fragment == "names no release"
+        )
+        assert fragment in str(err.value) and str(err.value).endswith("nothing changed")
+    assert env.snapshot() == before
+
+
+def test_releases_and_distributions_files_together_are_refused(multi):
+    (multi.root / VERSION / "releases").write_text("9.9.9 fake-core==9.9.9 fake-sdk==1.2.3\n")
+    with pytest.raises(PatchError, match="has both a releases and a distributions file"):
+        patching.apply_series(**multi.kw())
+
+
 # --- the real series ----------------------------------------------------------------------------
 
 
@@ -1029,3 +1287,41 @@ def test_real_3x_series_applies_to_copies_of_real_airflow_files(tmp_path):
     assert {rel: (site / rel).read_bytes() for rel in originals} == originals
     # the real installation was only read
     assert patching.series_status(patches_root=REPO_PATCHES).state == installed_state
+
+
+def _series_names(directory: Path) -> list[str]:
+    text = (directory / "series").read_text()
+    return [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_per_release_series_keep_the_names_and_order_of_the_series_they_share():
+    """A per-release series lists its line's patches, its own in place of the one that does not
+    apply; a patch added to the line's series must be added (or made) for the release too."""
+    shared_from = {}
+    for directory in sorted(p.parent for p in REPO_PATCHES.glob("*/series")):
+        names = _series_names(directory)
+        lines_series = {name.split("/")[1] for name in names if name.startswith("../")}
+        if not lines_series:
+            continue
+        assert len(lines_series) == 1, f"{directory.name} shares patches of several series"
+        (line,) = lines_series
+        shared_from[directory.name] = line
+        assert [name.rsplit("/", 1)[-1] for name in names] == _series_names(REPO_PATCHES / line)
+    assert shared_from.get("2.11.0") == "2.11.2"
+
+
+def test_every_supported_release_has_a_lock_installing_exactly_the_patched_distributions():
+    for release in patching.available_versions(REPO_PATCHES):
+        lock = REPO_PATCHES.parent / "requirements" / f"lock-airflow-{release}-py3.11.txt"
+        pinned = {line.split(" ")[0] for line in lock.read_text().splitlines() if "==" in line}
+        wanted = {f"{name}=={version}" for name, version in patching.distributions_for(release, REPO_PATCHES)}
+        assert {f"apache-airflow=={release}", *wanted} <= pinned, lock.name
+
+
+def test_readme_names_the_supported_releases_as_the_refusal_does():
+    with pytest.raises(PatchError) as err:
+        patching.series_for("3.2.0", REPO_PATCHES)
+    readme = " ".join((REPO_PATCHES.parent / "README.md").read_text().split())
+    assert " ".join(str(err.value).split()) in readme
+    for release in patching.available_versions(REPO_PATCHES):
+        assert release in str(err.value)

@@ -104,6 +104,8 @@ def test_a_failure_reported_twice_is_queued_once(outbox_env):
         [
             str(BIN / "python"),
             "-c",
+            # As in failure handling, where the line's adapter is the core's port.
+            "from airflow_ext import lines; lines.choose();"
             "from airflow_ext.dingbot import outbox_sender; from tests.test_render import make_alert;"
             "a = make_alert(); print(outbox_sender(a), outbox_sender(a))",
         ],

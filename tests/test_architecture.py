@@ -38,10 +38,17 @@ def test_the_import_contracts_hold():
 
 
 def test_every_module_sits_in_a_layer():
-    (layers,) = [c["layers"] for c in _contracts() if c["type"] == "layers"]
-    placed = {name.strip() for layer in layers for name in layer.replace(":", "|").split("|")}
-    top_level = {".".join(m.split(".")[:2]) for m in _graph().modules if m != PACKAGE}
-    assert top_level - placed == set(), "add these to a layer in pyproject.toml"
+    """Every module of the package, and of each package a layers contract names as its container."""
+    modules = _graph().modules
+    for contract in (c for c in _contracts() if c["type"] == "layers"):
+        # A contract without containers names whole modules; one with containers, their children.
+        for container in contract.get("containers", [PACKAGE]):
+            prefix = f"{container}." if "containers" in contract else ""
+            names = [name for layer in contract["layers"] for name in layer.replace(":", "|").split("|")]
+            placed = {prefix + name.strip() for name in names}
+            depth = container.count(".") + 2
+            children = {".".join(m.split(".")[:depth]) for m in modules if m.startswith(f"{container}.")}
+            assert children - placed == set(), f"add these to a layer of {contract['name']!r}"
 
 
 def test_no_import_cycle_anywhere():

@@ -38,7 +38,8 @@ def test_the_import_contracts_hold():
 
 
 def test_every_module_sits_in_a_layer():
-    (layers,) = [c["layers"] for c in _contracts() if c["type"] == "layers"]
+    # the package's layers; a contract with containers layers the inside of one module (channels)
+    (layers,) = [c["layers"] for c in _contracts() if c["type"] == "layers" and "containers" not in c]
     placed = {name.strip() for layer in layers for name in layer.replace(":", "|").split("|")}
     top_level = {".".join(m.split(".")[:2]) for m in _graph().modules if m != PACKAGE}
     assert top_level - placed == set(), "add these to a layer in pyproject.toml"

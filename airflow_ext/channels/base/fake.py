@@ -1,83 +1,38 @@
-"""A local stand-in for a DingTalk custom robot ("自定义机器人") webhook.
+"""What every channel's local robot shares: the HTTP server, failure modes, control endpoints, the
+rate limit with its block, idempotency keys and the inbox page.
 
-Used by the demo and the tests. It imitates what a client of the real service can observe:
+A channel's fake (``airflow_ext.channels.<name>.fake``) subclasses :class:`FakeChannelRobot` with
+what is its own: the send path and URL, the checks of a request (:meth:`~FakeChannelRobot._process`),
+how it answers (:meth:`~FakeChannelRobot._answer`), how the console shows a message
+(:meth:`~FakeChannelRobot.render`), and its limits as named constants.
 
-* ``POST /robot/send?access_token=TOKEN`` with a JSON body; every refusal is **HTTP 200** with a
-  non-zero ``errcode`` and an ``errmsg``; success is ``{"errcode": 0, "errmsg": "ok"}``.
-* the three security settings: signature (``timestamp`` + ``sign``), keyword, and (implicitly) the
-  token itself;
-* the 20000-byte body limit, JSON/field validation, the 20-per-minute rate limit with its 10-minute
-  block, ``msgUuid`` idempotency and the ``@mobile`` mention rule.
+On top of a channel's rules every fake has failure modes a real network can produce (``hang``,
+``slow``, ``http500``, ``garbage``, ``errcode``) and HTTP control endpoints (``/_messages``,
+``/_requests``, ``/_control``, ``/_reset``) so a robot running in another process can be driven by
+tests. ``GET /`` (or ``/inbox``) is a page of the messages it accepted, newest first, each drawn as
+the group's client shows it (the channel's ``preview``, which needs markdown-it-py: without it the
+page shows the text the console shows).
 
-On top of that it has failure modes a real network can produce (``hang``, ``slow``, ``http500``,
-``garbage``, ``errcode``) and HTTP control endpoints (``/_messages``, ``/_requests``, ``/_control``,
-``/_reset``) so a robot running in another process can be driven by tests. ``GET /`` (or ``/inbox``)
-is a page of the messages it accepted, newest first, each drawn as the group's client shows it
-(:mod:`airflow_ext.ui.message_html`, which needs markdown-it-py: without it the page shows the text
-the console shows).
-
-Standard library only; it must stay importable without Airflow. It never prints, logs or shows the
-access token or the secret.
-
-Run it on its own with ``python -m airflow_ext.fake_robot --help``.
+Standard library only; it must stay importable without Airflow. It never prints, logs or shows a
+token or a secret.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
 import collections
 import copy
-import hashlib
-import hmac
 import html
 import json
-import os
-import signal
 import socket
 import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-__all__ = [
-    "BLOCK_S",
-    "FakeRobot",
-    "MAX_BODY_BYTES",
-    "RATE_LIMIT_PER_WINDOW",
-    "SIGN_SKEW_S",
-    "WINDOW_S",
-    "compute_sign",
-    "main",
-    "message_appender",
-    "read_messages_file",
-    "render_message",
-]
+__all__ = ["ECHO_WIDTH", "FakeChannelRobot", "Reject", "message_appender", "read_messages_file"]
 
-# --- limits of the real service -------------------------------------------------------------
-MAX_BODY_BYTES = 20000  # bytes of request body (UTF-8), not characters
-RATE_LIMIT_PER_WINDOW = 20  # accepted messages per robot per rolling window
-WINDOW_S = 60.0  # seconds, length of the rolling rate-limit window
-BLOCK_S = 600.0  # seconds a robot refuses everything after exceeding the rate limit
-SIGN_SKEW_S = 3600  # seconds, max distance between the signed timestamp and the server clock
-
-# --- errcodes / errmsgs of the real service -------------------------------------------------
-ERR_OK = 0
-ERR_TOKEN = 300001
-ERR_SECURITY = 310000
-ERR_TOO_LONG = 460101
-ERR_INVALID = 40035
-ERR_TOO_FAST = 130101
-
-MSG_OK = "ok"
-MSG_TOKEN = "token is not exist"
-MSG_KEYWORD = "keywords not in content"
-MSG_TOO_LONG = "message too long"
-MSG_TOO_FAST = "send too fast, exceed 20 times per minute"
-
-SEND_PATH = "/robot/send"
 INBOX_PATHS = ("/", "/inbox")
 #: Seconds between the inbox page's checks for new messages.
 INBOX_POLL_S = 3
@@ -86,140 +41,16 @@ GARBAGE_BODY = b"<html>oops</html>"
 HTTP500_BODY = b"internal server error"
 ECHO_WIDTH = 64  # characters of the horizontal rules in the echoed box
 
-# Required string fields per msgtype: (object key, [field names]).
-_REQUIRED_FIELDS = {
-    "text": ("text", ["content"]),
-    "markdown": ("markdown", ["title", "text"]),
-    "link": ("link", ["title", "text", "messageUrl"]),
-    "actionCard": ("actionCard", ["title", "text"]),
-    "feedCard": ("feedCard", []),
-}
 
-
-def compute_sign(secret: str, timestamp_ms: int) -> str:
-    """Return the *un-encoded* base64 signature for ``timestamp_ms`` (the client URL-encodes it)."""
-    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-class _Reject(Exception):
-    """Internal: refuse the message with this code and text (DingTalk: HTTP 200 with errcode/errmsg;
-    a channel that answers errors with an HTTP status sets ``http_status``)."""
+class Reject(Exception):
+    """Refuse the message with this code and text (DingTalk: HTTP 200 with errcode/errmsg; a
+    channel that answers errors with an HTTP status sets ``http_status``)."""
 
     def __init__(self, errcode: int, errmsg: str, http_status: int = 200) -> None:
         super().__init__(errmsg)
         self.errcode = errcode
         self.errmsg = errmsg
         self.http_status = http_status
-
-
-Reject = _Reject  # for the fakes of the other channels (airflow_ext.fakes)
-
-
-# --- message inspection ---------------------------------------------------------------------
-
-
-def _validate(body: Any) -> None:
-    if not isinstance(body, dict):
-        raise _Reject(ERR_INVALID, "invalid json: body must be a JSON object")
-    msgtype = body.get("msgtype")
-    if not isinstance(msgtype, str) or not msgtype:
-        raise _Reject(ERR_INVALID, "param error: msgtype is missing")
-    if msgtype not in _REQUIRED_FIELDS:
-        raise _Reject(ERR_INVALID, f"param error: unsupported msgtype {msgtype!r}")
-    key, fields = _REQUIRED_FIELDS[msgtype]
-    obj = body.get(key)
-    if not isinstance(obj, dict):
-        raise _Reject(ERR_INVALID, f"param error: {key} is missing or not an object")
-    for name in fields:
-        value = obj.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise _Reject(ERR_INVALID, f"param error: {key}.{name} is missing or empty")
-    if msgtype == "feedCard":
-        links = obj.get("links")
-        if not isinstance(links, list) or not links or not all(isinstance(x, dict) for x in links):
-            raise _Reject(ERR_INVALID, "param error: feedCard.links must be a non-empty list")
-    if msgtype == "actionCard":
-        has_single = isinstance(obj.get("singleTitle"), str) and isinstance(obj.get("singleURL"), str)
-        if not has_single and not isinstance(obj.get("btns"), list):
-            raise _Reject(ERR_INVALID, "param error: actionCard needs singleTitle/singleURL or btns")
-    at = body.get("at")
-    if at is not None and not isinstance(at, dict):
-        raise _Reject(ERR_INVALID, "param error: at must be an object")
-    if "msgUuid" in body and not isinstance(body["msgUuid"], str):
-        raise _Reject(ERR_INVALID, "param error: msgUuid must be a string")
-
-
-def _searchable_text(body: dict[str, Any]) -> list[str]:
-    """The strings the keyword check looks into (title and text of the message)."""
-    msgtype = body["msgtype"]
-    obj = body[_REQUIRED_FIELDS[msgtype][0]]
-    if msgtype == "text":
-        return [obj["content"]]
-    if msgtype == "feedCard":
-        return [str(link.get("title", "")) for link in obj["links"]]
-    return [obj.get("title", ""), obj.get("text", "")]
-
-
-def _mention_text(body: dict[str, Any]) -> str:
-    """The text in which ``@<mobile>`` must appear for a mention to ping (text and markdown only)."""
-    if body["msgtype"] == "text":
-        return body["text"]["content"]
-    if body["msgtype"] == "markdown":
-        return body["markdown"]["text"]
-    return ""
-
-
-def _mentions(body: dict[str, Any]):
-    at = body.get("at") or {}
-    mobiles = at.get("atMobiles") or []
-    text = _mention_text(body)
-    pinged: list[str] = []
-    if isinstance(mobiles, list):
-        for mobile in mobiles:
-            mobile = str(mobile)
-            if mobile and f"@{mobile}" in text and mobile not in pinged:
-                pinged.append(mobile)
-    return pinged, bool(at.get("isAtAll") is True)
-
-
-def render_message(body: dict[str, Any], pinged: list[str], at_all: bool) -> str:
-    """Render an accepted message the way the group would see it, as a boxed block (no URL of the
-    webhook, no token)."""
-    msgtype = body.get("msgtype", "?")
-    obj = body.get(_REQUIRED_FIELDS.get(msgtype, (msgtype, []))[0]) or {}
-    if msgtype == "text":
-        title, text = "(text message)", obj.get("content", "")
-    elif msgtype == "feedCard":
-        title = "(feed card)"
-        text = "\n".join(
-            f"* {ln.get('title', '')} -> {ln.get('messageURL', '')}" for ln in obj.get("links", [])
-        )
-    else:
-        title, text = obj.get("title", ""), obj.get("text", "")
-        if msgtype == "link":
-            text = f"{text}\n-> {obj.get('messageUrl', '')}"
-        elif msgtype == "actionCard":
-            if obj.get("singleTitle"):
-                text = f"{text}\n[{obj['singleTitle']}] -> {obj.get('singleURL', '')}"
-            for btn in obj.get("btns") or []:
-                if isinstance(btn, dict):
-                    text = f"{text}\n[{btn.get('title', '')}] -> {btn.get('actionURL', '')}"
-    if at_all:
-        ping_line = "pings: @all"
-    elif pinged:
-        ping_line = "pings: " + ", ".join(f"@{m}" for m in pinged)
-    else:
-        ping_line = "pings: nobody"
-    head = f"╭─ DingTalk robot message ({msgtype}) "
-    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
-    lines.append(f"│ {title}")
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.extend(f"│ {line}".rstrip() for line in str(text).splitlines() or [""])
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.append(f"│ {ping_line}")
-    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
-    return "\n".join(lines)
 
 
 # --- the inbox page -------------------------------------------------------------------------
@@ -315,7 +146,7 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False  # stop() must not wait for hanging handlers
     allow_reuse_address = True
 
-    robot: FakeRobot
+    robot: FakeChannelRobot
 
     def handle_error(self, request, client_address) -> None:  # noqa: D401 - quiet by design
         # Client disconnects (timeouts on the client side, stop() tearing connections down) are
@@ -415,29 +246,30 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the robot ------------------------------------------------------------------------------
 
 
-class FakeRobot:
-    """A DingTalk custom robot on a local port. Use as a context manager or via start()/stop().
+class FakeChannelRobot:
+    """A channel's robot on a local port. Use as a context manager or via start()/stop().
 
-    The fakes of the other channels (:mod:`airflow_ext.fakes`) subclass it: they override
-    :meth:`is_send_path`, :attr:`url`, :meth:`_answer`, :meth:`_process` and :meth:`render`, and
-    use :meth:`_admit` for the rate limit, its block and idempotency keys.
+    A channel's fake overrides :meth:`is_send_path`, :attr:`url`, :meth:`_answer`, :meth:`_process`
+    and :meth:`render`, and uses :meth:`_admit` for the rate limit, its block and idempotency keys.
     """
 
     #: How the channel's success looks to a client, and its throttled refusal.
-    OK = (ERR_OK, MSG_OK)
-    TOO_FAST = (ERR_TOO_FAST, MSG_TOO_FAST)
-    CHANNEL_NAME = "DingTalk"
-    #: The channel as airflow_ext.ui.message_html names it, to draw the inbox.
-    CHANNEL = "dingtalk"
-    #: The channel's defaults: the token a test robot takes, its limits, and which of the base
-    #: class's features the channel has (a channel without them ignores the arguments).
-    DEFAULT_TOKEN = "test-token"
-    RATE_LIMIT = RATE_LIMIT_PER_WINDOW
-    WINDOW = WINDOW_S
-    BLOCK = BLOCK_S
-    HAS_SIGNATURE = True
-    HAS_KEYWORD = True
-    HAS_MSG_UUID = True
+    OK: ClassVar[tuple[Any, str]]
+    TOO_FAST: ClassVar[tuple[Any, str]]
+    #: The channel as its users call it, on the console and the inbox page.
+    CHANNEL_NAME: ClassVar[str]
+    #: The channel's folder under airflow_ext.channels, whose preview draws the inbox.
+    CHANNEL: ClassVar[str]
+    #: The channel's defaults: the token a test robot takes, its limits (messages per WINDOW
+    #: seconds, then a BLOCK of seconds refusing everything), and which of the base class's
+    #: features the channel has (a channel without them ignores the arguments).
+    DEFAULT_TOKEN: ClassVar[str]
+    RATE_LIMIT: ClassVar[int]
+    WINDOW: ClassVar[float]
+    BLOCK: ClassVar[float]
+    HAS_SIGNATURE: ClassVar[bool] = False
+    HAS_KEYWORD: ClassVar[bool] = False
+    HAS_MSG_UUID: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -489,11 +321,11 @@ class FakeRobot:
 
     def __repr__(self) -> str:  # never show the token
         state = f"port={self._server.server_address[1]}" if self._server else "stopped"
-        return f"<FakeRobot {state} signature={'on' if self._secret else 'off'}>"
+        return f"<{type(self).__name__} {state} signature={'on' if self._secret else 'off'}>"
 
     # -- lifecycle
 
-    def start(self) -> FakeRobot:
+    def start(self) -> FakeChannelRobot:
         if self._server is not None:
             return self
         self._stopping.clear()
@@ -503,7 +335,7 @@ class FakeRobot:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name="fake-dingtalk-robot",
+            name=f"fake-{self.CHANNEL}-robot",
             daemon=True,
         )
         self._thread.start()
@@ -530,7 +362,7 @@ class FakeRobot:
         with self._cond:
             self._cond.notify_all()
 
-    def __enter__(self) -> FakeRobot:
+    def __enter__(self) -> FakeChannelRobot:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -548,7 +380,7 @@ class FakeRobot:
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("FakeRobot is not started")
+            raise RuntimeError(f"{type(self).__name__} is not started")
         return int(self._server.server_address[1])
 
     @property
@@ -557,8 +389,8 @@ class FakeRobot:
 
     @property
     def url(self) -> str:
-        query = urllib.parse.urlencode({"access_token": self._token})
-        return f"{self.base_url}{SEND_PATH}?{query}"
+        """The webhook a sender posts to, token included."""
+        raise NotImplementedError
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -655,7 +487,7 @@ class FakeRobot:
             return
         if mode == "errcode":
             self._record(received_at, nbytes, mode_kw["errcode"], self.forced_status(mode_kw["errcode"]))
-            self._answer(handler, _Reject(mode_kw["errcode"], mode_kw["errmsg"]))
+            self._answer(handler, Reject(mode_kw["errcode"], mode_kw["errmsg"]))
             return
         if mode == "slow":
             if self._stopping.wait(mode_kw["delay_s"]):
@@ -663,10 +495,10 @@ class FakeRobot:
                 return
 
         record: dict[str, Any] | None = None
-        answer: _Reject | None = None
+        answer: Reject | None = None
         try:
             record = self._process(path, query, body, received_at)
-        except _Reject as rej:
+        except Reject as rej:
             answer = rej
         errcode = self.OK[0] if answer is None else answer.errcode
         self._record(received_at, nbytes, errcode, 200 if answer is None else answer.http_status)
@@ -686,35 +518,40 @@ class FakeRobot:
     # -- what a channel's fake overrides
 
     def is_send_path(self, path: str) -> bool:
-        return path == SEND_PATH
+        raise NotImplementedError
 
     def forced_status(self, errcode: int) -> int:
-        """The HTTP status the ``errcode`` mode answers with: DingTalk's errors are all HTTP 200."""
+        """The HTTP status the ``errcode`` mode answers with: HTTP 200 where the channel's errors are
+        codes in the body (DingTalk, WeCom)."""
         return 200
 
-    def _answer(self, handler: _Handler, rejection: _Reject | None) -> None:
-        """Success or ``rejection`` as the channel answers it: DingTalk, always HTTP 200 with errcode."""
-        code, message = self.OK if rejection is None else (rejection.errcode, rejection.errmsg)
-        handler._send_json(200, {"errcode": code, "errmsg": message})
+    def _answer(self, handler: _Handler, rejection: Reject | None) -> None:
+        """Success or ``rejection`` as the channel answers it."""
+        raise NotImplementedError
 
     def render(self, record: dict[str, Any]) -> str:
         """An accepted message as the group would see it, for the console."""
-        return render_message(record["body"], record["pinged"], record["at_all"])
+        raise NotImplementedError
+
+    def _process(self, path: str, query: str, body: bytes, received_at: float) -> dict[str, Any] | None:
+        """Apply the channel's checks in order. Returns the stored record, None for a repeated
+        idempotency key (answered ok but not stored), or raises Reject."""
+        raise NotImplementedError
 
     def inbox_html(self) -> str:
         """The inbox page: every accepted message, newest first, when it came, drawn as the group's
         client shows it, and whom it pinged. No URL, token or secret."""
         try:  # it needs markdown-it-py, which comes with Airflow; the robot runs without either
-            from airflow_ext.ui import message_html
+            from airflow_ext.channels.base.preview import MESSAGE_CSS, render_payload_html
         except ImportError:
-            message_html = None
+            MESSAGE_CSS = render_payload_html = None
         messages = self.messages
         items = []
         # The channel's initial, not an emoji: a machine without an emoji font draws a box.
         avatar = html.escape(self.CHANNEL_NAME[:1])
         for record in reversed(messages):
-            if message_html is not None:
-                shown = message_html.render_payload_html(self.CHANNEL, record["body"])
+            if render_payload_html is not None:
+                shown = render_payload_html(self.CHANNEL, record["body"])
             else:
                 shown = f'<pre class="inbox-text">{html.escape(self._console_text(record))}</pre>'
             items.append(
@@ -729,7 +566,7 @@ class FakeRobot:
             name=name,
             count=len(messages),
             summary=f"{count} received, newest first" if messages else "No messages yet",
-            css=_INBOX_CSS + "\n" + (message_html.MESSAGE_CSS if message_html is not None else ""),
+            css=_INBOX_CSS + "\n" + (MESSAGE_CSS or ""),
             messages="\n".join(items) or '<p class="inbox-empty">Messages the robot accepts appear here.</p>',
             poll_ms=INBOX_POLL_S * 1000,
         )
@@ -748,14 +585,14 @@ class FakeRobot:
                 return None  # idempotent repeat: ok, but not stored and not counted
             now = time.monotonic()
             if now < self._blocked_until:  # another thread tripped the limit meanwhile
-                raise _Reject(*self.TOO_FAST)
+                raise Reject(*self.TOO_FAST)
             while self._accepted_at and now - self._accepted_at[0] >= self._window_s:
                 self._accepted_at.popleft()
             if len(self._accepted_at) >= self._rate_limit:
                 # The block is the penalty; once it is over the robot starts with an empty window.
                 self._blocked_until = now + self._block_s
                 self._accepted_at.clear()
-                raise _Reject(*self.TOO_FAST)
+                raise Reject(*self.TOO_FAST)
             self._accepted_at.append(now)
             if msg_uuid is not None:
                 self._seen_uuids.add(msg_uuid)
@@ -766,64 +603,10 @@ class FakeRobot:
     def _check_blocked(self) -> None:
         with self._lock:
             if time.monotonic() < self._blocked_until:
-                raise _Reject(*self.TOO_FAST)
-
-    def _check_sign(self, params: dict[str, list[str]]) -> None:
-        assert self._secret is not None
-        ts_raw = (params.get("timestamp") or [""])[0]
-        sign = (params.get("sign") or [""])[0]
-        if not ts_raw or not sign:
-            raise _Reject(ERR_SECURITY, "sign not match, more: timestamp and sign are required")
-        try:
-            ts = int(ts_raw)
-        except ValueError:
-            raise _Reject(ERR_SECURITY, "sign not match, more: timestamp is not an integer (ms)") from None
-        if abs(time.time() * 1000 - ts) > SIGN_SKEW_S * 1000:
-            raise _Reject(
-                ERR_SECURITY, f"sign not match, more: timestamp is more than {SIGN_SKEW_S} s from now"
-            )
-        if not hmac.compare_digest(sign.encode("utf-8"), compute_sign(self._secret, ts).encode("ascii")):
-            raise _Reject(ERR_SECURITY, "sign not match, more: signature does not match the robot's secret")
-
-    def _process(self, path: str, query: str, body: bytes, received_at: float) -> dict[str, Any] | None:
-        """Apply the real robot's checks in order. Returns the stored record, None for a duplicate
-        msgUuid (answered ok but not stored), or raises _Reject."""
-        params = urllib.parse.parse_qs(query, keep_blank_values=True)
-        token = (params.get("access_token") or [""])[0]
-        if not token or not hmac.compare_digest(token.encode("utf-8"), self._token.encode("utf-8")):
-            raise _Reject(ERR_TOKEN, MSG_TOKEN)
-
-        self._check_blocked()
-
-        signed = False
-        if self._secret is not None:
-            self._check_sign(params)
-            signed = True
-
-        if len(body) > MAX_BODY_BYTES:
-            raise _Reject(ERR_TOO_LONG, MSG_TOO_LONG)
-
-        try:
-            parsed = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise _Reject(ERR_INVALID, "invalid json: body is not valid UTF-8 JSON") from None
-        _validate(parsed)
-
-        if self._keyword is not None and not any(self._keyword in s for s in _searchable_text(parsed)):
-            raise _Reject(ERR_SECURITY, MSG_KEYWORD)
-
-        pinged, at_all = _mentions(parsed)
-        record = {
-            "body": parsed,
-            "received_at": received_at,
-            "pinged": pinged,
-            "at_all": at_all,
-            "signed": signed,
-        }
-        return self._admit(record, parsed.get("msgUuid"))
+                raise Reject(*self.TOO_FAST)
 
 
-# --- CLI ------------------------------------------------------------------------------------
+# --- messages kept in a file ---------------------------------------------------------------
 
 
 def read_messages_file(path: str) -> list[dict[str, Any]]:
@@ -855,138 +638,3 @@ def message_appender(path: str) -> Callable[[dict[str, Any]], None]:
             fh.flush()
 
     return append
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from airflow_ext.fakes import FAKES, fake_class
-
-    parser = argparse.ArgumentParser(
-        prog="python -m airflow_ext.fake_robot",
-        description="Run a local DingTalk-compatible custom robot (or, with --channel, a WeCom, Feishu "
-        "or Slack one) that prints what the group would see.",
-    )
-    parser.add_argument(
-        "--channel",
-        choices=sorted(FAKES),
-        default="dingtalk",
-        help="which robot to be (default: %(default)s)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument(
-        "--port", type=int, default=8765, help="port to bind; 0 = any free port (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--token",
-        default="demo-token",
-        help="access_token (WeCom: key; Feishu, Slack: hook token) it accepts",
-    )
-    parser.add_argument("--secret", default=None, help="enable signature security with this secret")
-    parser.add_argument("--keyword", default=None, help="enable keyword security with this keyword")
-    parser.add_argument(
-        "--rate-limit",
-        type=int,
-        default=None,
-        help=f"accepted messages per window (default: the channel's; DingTalk {RATE_LIMIT_PER_WINDOW})",
-    )
-    parser.add_argument(
-        "--window-s", type=float, default=WINDOW_S, help="rate-limit window in seconds (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--block-s",
-        type=float,
-        default=None,
-        help="seconds to refuse everything once the limit is exceeded (default: the channel's; "
-        f"DingTalk {BLOCK_S:g})",
-    )
-    parser.add_argument(
-        "--messages-file",
-        default=None,
-        metavar="PATH",
-        help="append each accepted message record to PATH as one JSON line; the records PATH already "
-        "holds are loaded at start, so the inbox page shows them",
-    )
-    parser.add_argument(
-        "--port-file", default=None, metavar="PATH", help="write the bound port number to PATH once listening"
-    )
-    parser.add_argument("--quiet", action="store_true", help="do not echo messages to stdout")
-    parser.add_argument(
-        "--keep-repeated-msguuid",
-        action="store_true",
-        help="store a message whose msgUuid was seen before instead of dropping it (shows duplicates)",
-    )
-    args = parser.parse_args(argv)
-
-    if hasattr(sys.stdout, "reconfigure"):
-        try:
-            sys.stdout.reconfigure(errors="replace")
-        except (AttributeError, ValueError):
-            pass
-
-    echo_lock = threading.Lock()
-
-    def echo(text: str) -> None:
-        with echo_lock:
-            print(text, flush=True)
-
-    robot_class = fake_class(args.channel)
-    limits = {
-        key: value
-        for key, value in (("rate_limit", args.rate_limit), ("block_s", args.block_s))
-        if value is not None
-    }
-    robot = robot_class(
-        args.token,
-        args.secret,
-        args.keyword,
-        host=args.host,
-        port=args.port,
-        window_s=args.window_s,
-        echo=None if args.quiet else echo,
-        on_message=message_appender(args.messages_file) if args.messages_file else None,
-        dedup_msg_uuid=not args.keep_repeated_msguuid,
-        **limits,
-    )
-    name = f"fake {robot_class.CHANNEL_NAME} robot"
-    earlier = robot.load_messages(read_messages_file(args.messages_file)) if args.messages_file else 0
-
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-
-    try:
-        robot.start()
-    except OSError as exc:
-        print(f"{name}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    try:
-        if args.port_file:
-            _write_atomically(args.port_file, f"{robot.port}\n")
-        print(
-            f"{name} listening on {robot.base_url} "
-            f"(signature: {'on' if args.secret else 'off'}, keyword: {'on' if args.keyword else 'off'})",
-            flush=True,
-        )
-        if earlier:
-            print(f"{earlier} earlier message(s) loaded from {args.messages_file}", flush=True)
-        print(f"inbox: {robot.base_url}/ (what the group received)", flush=True)
-        while not stop.wait(0.2):
-            pass
-    finally:
-        robot.stop()
-    print(f"{name} stopped", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,7 +14,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
-from airflow_ext.channels.base import (  # noqa: F401 - shared_session and encode_body: re-exported
+from airflow_ext.channels.base.robot import (  # noqa: F401 - shared_session and encode_body: re-exported
     MSG_UUID_CHARS,
     ErrcodeRobot,
     encode_body,

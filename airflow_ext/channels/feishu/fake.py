@@ -25,9 +25,9 @@ rich-text reference) or as answers quoted by other projects show it:
   ``@id``, links as their label (their targets in ``links``), emphasis, code, emoji and tags reduced to
   their text, and character references decoded.
 
-On top of that the failure modes of :class:`~airflow_ext.fake_robot.FakeRobot` (``hang``, ``slow``,
-``http500``, ``garbage``, ``errcode``); ``errcode`` takes ``http_status`` too (Feishu has answered
-9499 with HTTP 400). Feishu's custom bot has no idempotency key: nothing is deduplicated. Standard
+On top of that every fake's failure modes (:mod:`airflow_ext.channels.base.fake`: ``hang``,
+``slow``, ``http500``, ``garbage``, ``errcode``); ``errcode`` takes ``http_status`` too (Feishu has
+answered 9499 with HTTP 400). Feishu's custom bot has no idempotency key: nothing is deduplicated. Standard
 library only, importable without Airflow; it never prints or logs the token or the secret.
 """
 
@@ -44,8 +44,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from airflow_ext.channels.feishu_card import card_elements
-from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
+from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
+from airflow_ext.channels.feishu.card import card_elements
 
 __all__ = [
     "BLOCK_S",
@@ -349,7 +349,7 @@ def render_message(record: dict[str, Any]) -> str:
 # --- the robot ----------------------------------------------------------------------------------
 
 
-class FakeFeishuRobot(FakeRobot):
+class FakeFeishuRobot(FakeChannelRobot):
     """A Feishu custom bot on a local port; see the module docstring for its rules."""
 
     OK = (ERR_OK, MSG_OK)
@@ -361,10 +361,11 @@ class FakeFeishuRobot(FakeRobot):
     RATE_LIMIT = RATE_LIMIT_PER_WINDOW
     WINDOW = WINDOW_S
     BLOCK = BLOCK_S
+    HAS_SIGNATURE = HAS_KEYWORD = True
     HAS_MSG_UUID = False  # a Feishu custom bot has no idempotency key
 
     def __init__(self, *args: Any, per_second: int = RATE_LIMIT_PER_SECOND, **kwargs: Any) -> None:
-        """``per_second`` is the per-second limit (0: none); the rest as :class:`FakeRobot` takes it."""
+        """``per_second`` is the per-second limit (0: none); the rest as every fake takes it."""
         if per_second < 0:
             raise ValueError("per_second must be >= 0")
         super().__init__(*args, **kwargs)

@@ -49,7 +49,7 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 
 from airflow_ext.alert import clean_text
-from airflow_ext.channels.base import ChannelRobot, encode_body, is_retryable_http_status
+from airflow_ext.channels.base.robot import ChannelRobot, encode_body, is_retryable_http_status
 from airflow_ext.errors import DeliveryError
 from airflow_ext.render import Markup, RenderedMessage, link_target
 

@@ -49,7 +49,7 @@ import time
 import unicodedata
 from typing import Any
 
-from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
+from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
 
 __all__ = [
     "BURST",
@@ -373,7 +373,7 @@ class _Limiter:
             return None
 
 
-class FakeSlackWebhook(FakeRobot):
+class FakeSlackWebhook(FakeChannelRobot):
     """A Slack incoming webhook on a local port; see the module docstring for its rules."""
 
     OK = (OK_STATUS, OK_BODY)

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import requests
 
 from airflow_ext.alert import clean_text
-from airflow_ext.channels.base import ChannelRobot, encode_body
+from airflow_ext.channels.base.robot import ChannelRobot, encode_body
 from airflow_ext.errors import DeliveryError
 from airflow_ext.render import Markup, RenderedMessage
 

@@ -30,7 +30,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from airflow_ext.fake_robot import ECHO_WIDTH, FakeRobot, Reject
+from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
 
 __all__ = [
     "BLOCK_S",
@@ -124,7 +124,7 @@ def render_message(body: dict[str, Any], pinged: list[str], at_all: bool) -> str
     return "\n".join(lines)
 
 
-class FakeWeComRobot(FakeRobot):
+class FakeWeComRobot(FakeChannelRobot):
     """A WeCom group robot on a local port; see the module docstring for its rules."""
 
     OK = (ERR_OK, MSG_OK)

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 
 from airflow_ext.alert import clean_text
-from airflow_ext.channels.base import ErrcodeRobot, encode_body
+from airflow_ext.channels.base.robot import ErrcodeRobot, encode_body
 from airflow_ext.config import RobotSettings
 from airflow_ext.render import Markup, RenderedMessage, link_target
 

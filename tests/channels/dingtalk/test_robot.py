@@ -78,7 +78,7 @@ def test_at_all_pings_everyone(robot):
 def test_each_request_gets_a_fresh_signature(robot, monkeypatch):
     channel = DingTalkRobot(settings_for(robot))
     clock = iter([1_700_000_000.0, 1_700_000_001.0])
-    monkeypatch.setattr("airflow_ext.channels.dingtalk.time.time", lambda: next(clock))
+    monkeypatch.setattr("airflow_ext.channels.dingtalk.robot.time.time", lambda: next(clock))
 
     (first, _), (second, _) = channel.request(b"{}"), channel.request(b"{}")
 

@@ -1,10 +1,10 @@
-"""Reading a Feishu card's layout (airflow_ext.channels.feishu_card), table-driven."""
+"""Reading a Feishu card's layout (airflow_ext.channels.feishu.card), table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_ext.channels.feishu_card import card_elements
+from airflow_ext.channels.feishu.card import card_elements
 
 pytestmark = pytest.mark.version_free
 

@@ -1,4 +1,4 @@
-"""Tests for the local Feishu custom bot (airflow_ext.fakes.feishu), over real HTTP on loopback."""
+"""Tests for the local Feishu custom bot (airflow_ext.channels.feishu.fake), over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
-from airflow_ext.fakes import feishu as fake_feishu
-from airflow_ext.fakes.feishu import FakeFeishuRobot, compute_sign, render_lark_md
+from airflow_ext.channels.feishu import fake as fake_feishu
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot, compute_sign, render_lark_md
 
 pytestmark = pytest.mark.version_free
 

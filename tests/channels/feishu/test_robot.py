@@ -29,10 +29,10 @@ from airflow_ext.channels.feishu import (
     validate_token,
     webhook_url,
 )
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot, render_lark_md
 from airflow_ext.config import RobotSettings
 from airflow_ext.digest import render_digests
 from airflow_ext.errors import DeliveryError
-from airflow_ext.fakes.feishu import FakeFeishuRobot, render_lark_md
 from airflow_ext.render import RenderedMessage
 from tests.test_render import make_alert
 
@@ -90,7 +90,7 @@ def test_sign_matches_feishus_definition():
 
 def test_request_puts_seconds_and_signature_in_the_body(fake, monkeypatch):
     channel = FeishuRobot(settings_for(fake))
-    monkeypatch.setattr("airflow_ext.channels.feishu.time.time", lambda: 1_700_000_000.9)
+    monkeypatch.setattr("airflow_ext.channels.feishu.robot.time.time", lambda: 1_700_000_000.9)
 
     url, body = channel.request(channel.body_for(make_alert()))
 
@@ -107,7 +107,7 @@ def test_request_puts_seconds_and_signature_in_the_body(fake, monkeypatch):
 def test_each_attempt_gets_a_fresh_signature(fake, monkeypatch):
     channel = FeishuRobot(settings_for(fake))
     clock = iter([1_700_000_000.0, 1_700_000_001.0])
-    monkeypatch.setattr("airflow_ext.channels.feishu.time.time", lambda: next(clock))
+    monkeypatch.setattr("airflow_ext.channels.feishu.robot.time.time", lambda: next(clock))
     body = channel.body_for(make_alert())
 
     first, second = (json.loads(channel.request(body)[1]) for _ in range(2))

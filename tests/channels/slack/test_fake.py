@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from airflow_ext.fakes.slack import (
+from airflow_ext.channels.slack.fake import (
     MAX_BLOCKS,
     MAX_HEADER_CHARS,
     MAX_SECTION_CHARS,

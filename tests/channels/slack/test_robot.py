@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from airflow_ext.alert import clean_text
-from airflow_ext.channels.base import encode_body
+from airflow_ext.channels.base.robot import encode_body
 from airflow_ext.channels.slack import (
     DEFAULT_HOST,
     MAX_BLOCKS,
@@ -28,10 +28,10 @@ from airflow_ext.channels.slack import (
     validate_token,
     webhook_url,
 )
+from airflow_ext.channels.slack.fake import HOLES, FakeSlackWebhook, parse_mrkdwn
 from airflow_ext.config import RobotSettings
 from airflow_ext.digest import render_digests
 from airflow_ext.errors import DeliveryError
-from airflow_ext.fakes.slack import HOLES, FakeSlackWebhook, parse_mrkdwn
 from airflow_ext.render import RenderedMessage, largest_fitting
 from tests.test_render import make_alert
 

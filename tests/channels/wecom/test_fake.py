@@ -1,4 +1,4 @@
-"""The local WeCom group robot (airflow_ext.fakes.wecom), over real HTTP on loopback."""
+"""The local WeCom group robot (airflow_ext.channels.wecom.fake), over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from airflow_ext.fakes.wecom import FakeWeComRobot
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 
 pytestmark = pytest.mark.version_free
 
@@ -215,7 +215,7 @@ def test_the_console_echo_shows_the_message_and_who_is_pinged_but_never_the_key(
 
 def test_the_fake_imports_without_airflow_or_requests():
     code = (
-        "import sys, airflow_ext.fakes.wecom; "
+        "import sys, airflow_ext.channels.wecom.fake; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('airflow', 'requests')]; "
         "sys.exit(1 if bad else 0)"
     )

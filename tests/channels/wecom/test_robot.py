@@ -23,11 +23,11 @@ from airflow_ext.channels.wecom import (
     validate_token,
     webhook_url,
 )
+from airflow_ext.channels.wecom import fake as fake_wecom
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.config import RobotSettings
 from airflow_ext.digest import render_digests
 from airflow_ext.errors import DeliveryError
-from airflow_ext.fakes import wecom as fake_wecom
-from airflow_ext.fakes.wecom import FakeWeComRobot
 from airflow_ext.render import RenderedMessage
 from tests.test_render import make_alert
 

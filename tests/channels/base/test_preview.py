@@ -1,13 +1,10 @@
-"""airflow_ext.ui.message_html: a robot's message as HTML, the way the group's client shows it.
-
-The fragments are read back with the standard library's HTML parser, as a browser would build
-them: which elements there are, the text they show, the links and the highlighted mentions.
-"""
+"""Every channel's message previews (airflow_ext.channels.<name>.preview, through
+airflow_ext.channels.base.preview.render_payload_html): what holds for all of them. Each channel's
+own rules are tested in its folder (tests/channels/<name>/test_preview.py)."""
 
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import pytest
 import requests
@@ -16,171 +13,29 @@ from hypothesis import strategies as st
 
 from airflow_ext import fake_robot
 from airflow_ext.alert import AlertKind
-from airflow_ext.channels.base import encode_body
+from airflow_ext.channels.base.preview import CHANNELS, MESSAGE_CSS, render_payload_html
+from airflow_ext.channels.base.robot import encode_body
 from airflow_ext.channels.dingtalk import DingTalkRobot
 from airflow_ext.channels.feishu import FeishuRobot
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot
 from airflow_ext.channels.slack import SlackRobot
+from airflow_ext.channels.slack.fake import FakeSlackWebhook
 from airflow_ext.channels.wecom import WeComRobot
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.config import DingTalkSettings, RobotSettings
 from airflow_ext.digest import render_digests
-from airflow_ext.fakes import feishu as fake_feishu
-from airflow_ext.fakes import slack as fake_slack
-from airflow_ext.fakes import wecom as fake_wecom
-from airflow_ext.fakes.feishu import FakeFeishuRobot
-from airflow_ext.fakes.slack import FakeSlackWebhook
-from airflow_ext.fakes.wecom import FakeWeComRobot
-from airflow_ext.ui.message_html import CHANNELS, MESSAGE_CSS, render_payload_html
+from tests.channels.previews import (
+    HOSTILE,
+    MOBILE,
+    Shown,
+    assert_safe,
+    dingtalk_markdown,
+    dingtalk_text,
+    shown,
+)
 from tests.test_render import make_alert
 
 pytestmark = pytest.mark.version_free
-
-MOBILE, OTHER_MOBILE = "13800000000", "13900000000"
-HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(2)> **not bold** [x](javascript:alert(3))"
-VOID = {"br", "hr", "img", "input", "meta", "link", "wbr"}
-
-
-class Shown(HTMLParser):
-    """What a fragment shows: its elements (tag, attributes, text inside), its visible text, the
-    hrefs of its links and the texts of its highlighted mentions."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, dict[str, str], str]] = []
-        self.text = ""
-        self._open: list[list] = []
-        self.feed(fragment)
-        self.close()
-        assert not self._open, f"unclosed elements: {[tag for tag, *_ in self._open]}"
-
-    def handle_starttag(self, tag, attrs):
-        attributes = {name: value or "" for name, value in attrs}
-        if tag in VOID:
-            self.elements.append((tag, attributes, ""))
-        else:
-            self._open.append([tag, attributes, ""])
-
-    def handle_startendtag(self, tag, attrs):
-        self.elements.append((tag, {name: value or "" for name, value in attrs}, ""))
-
-    def handle_endtag(self, tag):
-        if tag in VOID:
-            return
-        assert self._open and self._open[-1][0] == tag, f"</{tag}> closes {self._open[-1:]}"
-        self.elements.append(tuple(self._open.pop()))
-
-    def handle_data(self, data):
-        self.text += data
-        for element in self._open:
-            element[2] += data
-
-    def texts(self, tag: str) -> list[str]:
-        """The texts of the ``tag`` elements, white space collapsed as a browser shows it."""
-        return [" ".join(text.split()) for name, _, text in self.elements if name == tag]
-
-    @property
-    def tags(self) -> set[str]:
-        return {tag for tag, _, _ in self.elements}
-
-    @property
-    def hrefs(self) -> list[str]:
-        return [attributes["href"] for tag, attributes, _ in self.elements if "href" in attributes]
-
-    @property
-    def mentions(self) -> list[str]:
-        return [
-            text
-            for _, attributes, text in self.elements
-            if "dingbot-msg__mention" in attributes.get("class", "")
-        ]
-
-    @property
-    def is_raw(self) -> bool:
-        return any("dingbot-msg--raw" in attributes.get("class", "") for _, attributes, _ in self.elements)
-
-
-def shown(channel: str, payload) -> Shown:
-    return Shown(render_payload_html(channel, payload))
-
-
-def dingtalk_markdown(text: str, title: str = "Airflow failed: d.t", at: dict | None = None) -> dict:
-    return {"msgtype": "markdown", "markdown": {"title": title, "text": text}, "at": at or {}}
-
-
-def dingtalk_text(content: str, at: dict | None = None) -> dict:
-    return {"msgtype": "text", "text": {"content": content}, "at": at or {}}
-
-
-def assert_safe(page: Shown) -> None:
-    """Nothing in the fragment runs: no script or image element, no event handler, no link but http(s)."""
-    assert not page.tags & {"script", "img", "iframe", "object", "style"}
-    for _, attributes, _ in page.elements:
-        assert not [name for name in attributes if name.startswith("on")], attributes
-    assert all(href.startswith(("http://", "https://")) for href in page.hrefs), page.hrefs
-
-
-# --- markdown -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "markdown, tag, text",
-    [
-        ("**DAG:** orders", "strong", "DAG:"),
-        ("*slanted*", "em", "slanted"),
-        ("#### 🔴 Airflow task failed", "h4", "🔴 Airflow task failed"),
-        ("### heading three", "h3", "heading three"),
-        ("- first\n- second", "li", "second"),
-        ("1. first\n2. second", "ol", "first second"),
-        ("> Traceback (most recent call last):", "blockquote", "Traceback (most recent call last):"),
-        ("`load_orders`", "code", "load_orders"),
-        ("[Open the task log](http://airflow.example/log?a=1&b=2)", "a", "Open the task log"),
-    ],
-)
-def test_dingtalk_markdown_becomes_html(markdown, tag, text):
-    page = shown("dingtalk", dingtalk_markdown(markdown))
-
-    assert text in page.texts(tag)
-    assert not page.is_raw
-
-
-def test_links_keep_their_target_and_open_apart():
-    page = shown("dingtalk", dingtalk_markdown("[log](https://airflow.example/log?a=1&b=2)"))
-
-    ((_, attributes, _),) = [element for element in page.elements if element[0] == "a"]
-    assert attributes["href"] == "https://airflow.example/log?a=1&b=2"
-    assert attributes["target"] == "_blank" and "noopener" in attributes["rel"]
-
-
-def test_title_is_shown_above_the_text():
-    page = shown("dingtalk", dingtalk_markdown("body text", title="Airflow failed: orders.load"))
-
-    assert page.text.index("Airflow failed: orders.load") < page.text.index("body text")
-
-
-@pytest.mark.parametrize(
-    "markdown, literal",
-    [
-        # What DingTalk shows as written: airflow_ext.render leaves these unescaped for that reason.
-        ("a _word_ here", "_word_"),
-        ("a __word__ here", "__word__"),
-        ("scheduled__2026-11-20", "scheduled__2026-11-20"),
-    ],
-)
-def test_dingtalk_has_no_underscore_emphasis(markdown, literal):
-    page = shown("dingtalk", dingtalk_markdown(markdown))
-
-    assert literal in page.text and not page.tags & {"em", "strong"}
-
-
-def test_a_word_joiner_keeps_wecom_markup_as_written():
-    # The WeCom channel breaks "**bold**" and "<@id>" in task text with U+2060: shown as written,
-    # without the invisible joiners (an id copied from the page is the id).
-    content = "**DAG:** a*\u2060*\u2060b*\u2060*\u2060 <\u2060@zhangsan> x_\u2060_\u2060y"
-
-    page = shown("wecom", {"msgtype": "markdown", "markdown": {"content": content}})
-
-    assert page.texts("strong") == ["DAG:"]
-    assert "a**b** <@zhangsan> x__y" in page.text and "\u2060" not in page.text
-    assert page.mentions == []
 
 
 # --- nothing from a message runs ------------------------------------------------------------------
@@ -266,129 +121,6 @@ def test_only_web_links_are_clickable(channel, body):
 
     assert page.hrefs == []
     assert_safe(page)
-
-
-# --- mentions -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "at_mobiles, text, highlighted",
-    [
-        ([MOBILE], f"please look @{MOBILE}", [MOBILE]),
-        ([MOBILE], f"please look {MOBILE}", []),  # no "@": DingTalk pings nobody
-        ([], f"please look @{MOBILE}", []),  # not in atMobiles: text, no ping
-        ([MOBILE, OTHER_MOBILE], f"@{OTHER_MOBILE} only", [OTHER_MOBILE]),
-        ([MOBILE, OTHER_MOBILE], f"@{MOBILE} and @{OTHER_MOBILE}", [MOBILE, OTHER_MOBILE]),
-        ([MOBILE], f"task text @\u2060{MOBILE}", []),  # escaped by the channel: pings nobody
-        ([MOBILE], f"**@{MOBILE}**", [MOBILE]),
-    ],
-)
-@pytest.mark.parametrize("make_body", [dingtalk_markdown, dingtalk_text])
-def test_dingtalk_mentions_are_highlighted_where_the_robot_pings(make_body, at_mobiles, text, highlighted):
-    body = make_body(text, at={"atMobiles": at_mobiles})
-
-    page = shown("dingtalk", body)
-
-    assert page.mentions == [f"@{who}" for who in highlighted]
-    pinged, at_all = fake_robot._mentions(body)
-    assert sorted(pinged) == sorted(highlighted) and not at_all
-
-
-def test_dingtalk_at_all_is_shown_as_all():
-    page = shown("dingtalk", dingtalk_markdown("everyone look", at={"isAtAll": True}))
-
-    assert page.mentions == ["@all"]
-    assert shown("dingtalk", dingtalk_markdown("everyone look", at={"isAtAll": False})).mentions == []
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"msgtype": "markdown", "markdown": {"content": "look <@zhangsan> and <@lisi>"}},
-        {"msgtype": "markdown", "markdown": {"content": "task text <\u2060@zhangsan>"}},
-        {"msgtype": "text", "text": {"content": "look", "mentioned_mobile_list": [MOBILE, "@all"]}},
-        {"msgtype": "text", "text": {"content": "look <@wangwu>", "mentioned_list": ["zhangsan"]}},
-    ],
-)
-def test_wecom_mentions_are_whom_the_robot_pings(body):
-    page = shown("wecom", body)
-
-    pinged, at_all = fake_wecom.pinged_by(body)
-    assert sorted(page.mentions) == sorted([f"@{who}" for who in pinged] + (["@all"] if at_all else []))
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        "look <at id=ou_abc></at> and <at ids=ou_d,ou_e></at>",
-        "everyone <at id=all></at>",
-        "shown as written: &#60;at id=all&#62;",
-        'a text-message form in a card pings nobody: <at user_id="ou_x">x</at>',
-    ],
-)
-def test_feishu_card_mentions_are_whom_the_bot_pings(content):
-    body = {"msg_type": "interactive", "card": {"elements": [{"tag": "markdown", "content": content}]}}
-
-    page = shown("feishu", body)
-
-    assert page.mentions == [f"@{who}" for who in fake_feishu.inspect_message(body)["pinged"]]
-    assert "<at" not in page.text or "&#60;" in content
-
-
-@pytest.mark.parametrize(
-    "text, verbatim",
-    [
-        ("<@U0ONCALL1> and <!here>", True),
-        ("<!channel> <!subteam^S123|@oncall>", True),
-        ("bare @here is a ping only where not verbatim", False),
-        ("bare @here is text where verbatim", True),
-        ("task text &lt;@U0ONCALL1&gt; and @\u2060here are text", False),  # as escape_mrkdwn writes it
-    ],
-)
-def test_slack_mentions_are_whom_the_webhook_pings(text, verbatim):
-    body = {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": verbatim}}]}
-
-    page = shown("slack", body)
-
-    pinged = fake_slack.inspect(body)["pinged"]
-    shown_as = {"!subteam^S123": "@oncall"}
-    assert page.mentions == [shown_as.get(who, f"@{who.lstrip('!')}") for who in pinged]
-
-
-@pytest.mark.parametrize(
-    "mrkdwn, tag, text",
-    [
-        ("*bold* words", "strong", "bold"),
-        ("an _italic_ word", "em", "italic"),
-        ("~struck~ out", "del", "struck"),
-        ("run `airflow tasks test`", "code", "airflow tasks test"),
-        ("```line one\nline two```", "pre", "line one line two"),
-        ("> quoted line", "blockquote", "quoted line"),
-        ("<https://airflow.example/log?a=1&amp;b=2|the log>", "a", "the log"),
-    ],
-)
-def test_slack_mrkdwn_becomes_html(mrkdwn, tag, text):
-    page = shown("slack", {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}]})
-
-    assert text in page.texts(tag)
-
-
-def test_slack_spans_need_an_edge():
-    # mrkdwn draws a span only at a word's edge: an id with a star or underscore stays as it is.
-    page = shown("slack", {"text": "task_a_b and 2*3*4"})
-
-    assert "task_a_b and 2*3*4" in page.text and not page.tags & {"em", "strong"}
-
-
-def test_feishu_lark_md_becomes_html():
-    content = "**bold** *it* ~~gone~~ `code` [log](https://airflow.example/x)<br>next &#42;literal&#42;"
-    body = {"msg_type": "interactive", "card": {"elements": [{"tag": "markdown", "content": content}]}}
-
-    page = shown("feishu", body)
-
-    assert page.texts("strong") == ["bold"] and page.texts("em") == ["it"] and page.texts("del") == ["gone"]
-    assert page.texts("code") == ["code"] and page.hrefs == ["https://airflow.example/x"]
-    assert "next *literal*" in page.text and "br" in page.tags
 
 
 # --- each channel's own messages ------------------------------------------------------------------

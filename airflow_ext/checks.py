@@ -76,7 +76,7 @@ def check_backend(conf: Any) -> None:
 
 def check_template(conf: Any) -> None:
     """Compile the template and render a sample alert with it: unknown names show up here."""
-    from airflow_ext.channels.dingtalk import DingTalkRobot
+    from airflow_ext.channels.dingtalk.robot import DingTalkRobot
     from airflow_ext.dingbot import sample_alert
     from airflow_ext.render import render_markdown
     from airflow_ext.template import MessageTemplate
@@ -246,7 +246,7 @@ def summary(conf: Any = None, dags_folder: tuple[dict, dict] | None = None) -> s
             + (f", robots named by ding_conn_id {', '.join(by_task)}" if by_task else "")
         )
     if path in DINGTALK_BACKENDS and _uses_dingding_section(conf) and config.text_option(conf, "bot_url"):
-        from airflow_ext.channels.dingtalk import DingTalkRobot
+        from airflow_ext.channels.dingtalk.robot import DingTalkRobot
 
         settings = config.load_dingtalk_settings(conf)
         parts += [

@@ -319,7 +319,7 @@ def _import_problem(path: str) -> str | None:
 
 # --- robots as Airflow Connections ----------------------------------------------------------------
 
-#: The conn type of a robot Connection, and the channel (module under airflow_ext.channels) it is.
+#: The conn type of a robot Connection, and the channel (folder under airflow_ext.channels) it is.
 CHANNEL_OF_CONN_TYPE = {"dingding": "dingtalk", "wecom": "wecom", "feishu": "feishu", "slackwebhook": "slack"}
 #: The extras each conn type takes; any other extra is named by ``airflow-ext check``.
 CONNECTION_EXTRAS = {
@@ -361,9 +361,11 @@ def robot_connection(conn_id: str, conn: Any) -> RobotConnection:
 
 
 def channel_module(channel: str):
+    """The channel's robot module (``airflow_ext.channels.<channel>.robot``): its webhook URL, token
+    checks and mention ids."""
     import importlib
 
-    return importlib.import_module(f"airflow_ext.channels.{channel}")
+    return importlib.import_module(f"airflow_ext.channels.{channel}.robot")
 
 
 def read_connection(conn_id: str) -> RobotConnection:

@@ -386,8 +386,8 @@ def migrate(envs: dict[str, Path], homes: dict[str, Path]) -> None:
 #: (conn id, conn type, the fake's module and class, whether the channel signs and has a keyword)
 FAN_OUT_ROBOTS = (
     ("bench_dingtalk", "dingding", "airflow_ext.fake_robot", "FakeRobot", True),
-    ("bench_wecom", "wecom", "airflow_ext.fakes.wecom", "FakeWeComRobot", False),
-    ("bench_feishu", "feishu", "airflow_ext.fakes.feishu", "FakeFeishuRobot", True),
+    ("bench_wecom", "wecom", "airflow_ext.channels.wecom.fake", "FakeWeComRobot", False),
+    ("bench_feishu", "feishu", "airflow_ext.channels.feishu.fake", "FakeFeishuRobot", True),
 )
 #: What turns the fan-out off again in a worker (its os.environ keeps what earlier calls set):
 #: no default_conn_id, so the alert goes to the [dingding] robot alone.

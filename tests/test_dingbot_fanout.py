@@ -9,11 +9,11 @@ import time
 import pytest
 
 from airflow_ext import dingbot
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot
+from airflow_ext.channels.slack.fake import FakeSlackWebhook
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.errors import ConfigError, DeliveryError
 from airflow_ext.fake_robot import FakeRobot
-from airflow_ext.fakes.feishu import FakeFeishuRobot
-from airflow_ext.fakes.slack import FakeSlackWebhook
-from airflow_ext.fakes.wecom import FakeWeComRobot
 from tests.test_connections import conn_json
 from tests.test_render import make_alert
 

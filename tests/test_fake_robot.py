@@ -575,9 +575,9 @@ class NoRequests(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoRequests())
 for module, name in [
     ("airflow_ext.fake_robot", "FakeRobot"),
-    ("airflow_ext.fakes.wecom", "FakeWeComRobot"),
-    ("airflow_ext.fakes.feishu", "FakeFeishuRobot"),
-    ("airflow_ext.fakes.slack", "FakeSlackWebhook"),
+    ("airflow_ext.channels.wecom.fake", "FakeWeComRobot"),
+    ("airflow_ext.channels.feishu.fake", "FakeFeishuRobot"),
+    ("airflow_ext.channels.slack.fake", "FakeSlackWebhook"),
 ]:
     print(getattr(importlib.import_module(module), name).__name__)
 """

@@ -15,12 +15,13 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-import airflow_ext.ui
+import airflow_ext.channels.base
+import airflow_ext.channels.dingtalk
 from airflow_ext.alert import AlertKind
+from airflow_ext.channels import fake_class
 from airflow_ext.channels.dingtalk import DingTalkRobot
 from airflow_ext.config import DingTalkSettings
 from airflow_ext.fake_robot import FakeRobot, message_appender, read_messages_file
-from airflow_ext.fakes import fake_class
 from tests.conftest import REPO_ROOT, ROBOT_KEYWORD, ROBOT_SECRET, ROBOT_TOKEN, counting_robot
 from tests.test_render import make_alert
 
@@ -165,8 +166,10 @@ def test_a_signed_robots_inbox_shows_neither_token_nor_secret():
 
 def test_without_markdown_it_the_inbox_shows_the_console_text(monkeypatch):
     monkeypatch.setitem(sys.modules, "markdown_it", None)  # importing it raises ImportError
-    monkeypatch.delitem(sys.modules, "airflow_ext.ui.message_html", raising=False)
-    monkeypatch.delattr(airflow_ext.ui, "message_html", raising=False)
+    for module in ("airflow_ext.channels.base.preview", "airflow_ext.channels.dingtalk.preview"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.delattr(airflow_ext.channels.base, "preview", raising=False)
+    monkeypatch.delattr(airflow_ext.channels.dingtalk, "preview", raising=False)
     with counting_robot() as robot:
         send(robot, make_alert(exception_message=HOSTILE))
         text = inbox(robot)
@@ -183,8 +186,8 @@ def test_without_markdown_it_the_inbox_shows_the_console_text(monkeypatch):
 def test_the_robot_module_imports_without_markdown_it():
     code = (
         "import sys; sys.modules['markdown_it'] = None\n"
-        "import airflow_ext.fake_robot, airflow_ext.fakes.slack\n"
-        "assert 'airflow_ext.ui.message_html' not in sys.modules\n"
+        "import airflow_ext.fake_robot, airflow_ext.channels.slack.fake\n"
+        "assert not [name for name in sys.modules if name.endswith('.preview')], sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

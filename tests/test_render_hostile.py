@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from airflow_ext.alert import Alert, AlertKind, clean_text
 from airflow_ext.channels.dingtalk import MAX_BODY_BYTES, DingTalkRobot
+from airflow_ext.channels.dingtalk.fake import _mentions
 from airflow_ext.config import DingTalkSettings
 from airflow_ext.errors import ConfigError
-from airflow_ext.fake_robot import _mentions
 from airflow_ext.render import TRUNCATED, escape_markdown, unescape_markdown
 from airflow_ext.template import MessageTemplate
 from tests.test_render import make_alert

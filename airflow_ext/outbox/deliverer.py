@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Callable
 
-from airflow_ext.channels.base import ChannelRobot, encode_body
+from airflow_ext.channels.base.robot import ChannelRobot, encode_body
 from airflow_ext.delivery import DeliverySchedule, RetryPolicy
 from airflow_ext.errors import ConfigError, DeliveryError
 from airflow_ext.outbox.store import ANY_REF, BudgetView, OutboxAlert, OutboxStore, now_ms

@@ -33,7 +33,7 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 @functools.cache
 def page_css() -> str:
     """The page's own style and the chat messages' (the 3.x page gets no Airflow CSS in its iframe)."""
-    from airflow_ext.ui.message_html import MESSAGE_CSS
+    from airflow_ext.channels.base.preview import MESSAGE_CSS
 
     with open(os.path.join(TEMPLATES, "dingbot", "alerts.css"), encoding="utf-8") as fh:
         return fh.read() + "\n" + MESSAGE_CSS
@@ -157,8 +157,8 @@ def render_entry(entry: OutboxEntry) -> tuple[str, str, bool]:
     Rendered with the robot's current settings (keyword, mentions, template); a robot that cannot be
     loaded now is shown with DingTalk's defaults.
     """
-    from airflow_ext.channels.base import encode_body
-    from airflow_ext.ui.message_html import render_payload_html
+    from airflow_ext.channels.base.preview import render_payload_html
+    from airflow_ext.channels.base.robot import encode_body
 
     robot = _robot_or_default(entry.robot_name)
     try:

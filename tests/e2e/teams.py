@@ -7,10 +7,10 @@ import contextlib
 import json
 import re
 
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot
+from airflow_ext.channels.slack.fake import FakeSlackWebhook
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.fake_robot import FakeRobot
-from airflow_ext.fakes.feishu import FakeFeishuRobot
-from airflow_ext.fakes.slack import FakeSlackWebhook
-from airflow_ext.fakes.wecom import FakeWeComRobot
 from tests.conftest import BIN, ROBOT_KEYWORD, ROBOT_SECRET, ROBOT_TOKEN, robot_env, run
 
 #: Each robot's credentials: the tests grep every output for them.

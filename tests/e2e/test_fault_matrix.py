@@ -42,11 +42,11 @@ from typing import Any, Callable
 import pytest
 
 from airflow_ext.channels import dingtalk, feishu, slack, wecom
-from airflow_ext.channels.base import encode_body
+from airflow_ext.channels.base.robot import encode_body
+from airflow_ext.channels.feishu import fake as fake_feishu
+from airflow_ext.channels.slack import fake as fake_slack
+from airflow_ext.channels.wecom import fake as fake_wecom
 from airflow_ext.fake_robot import FakeRobot
-from airflow_ext.fakes import feishu as fake_feishu
-from airflow_ext.fakes import slack as fake_slack
-from airflow_ext.fakes import wecom as fake_wecom
 from airflow_ext.render import unescape_markdown
 from tests.airflow_db import copy_sqlite_home
 from tests.conftest import (

@@ -12,11 +12,11 @@ from sqlalchemy import select, text
 
 from airflow_ext.channels.dingtalk import DingTalkRobot
 from airflow_ext.channels.wecom import WeComRobot
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.config import RobotSettings
 from airflow_ext.delivery import DeliverySchedule, RetryPolicy
 from airflow_ext.errors import ConfigError
 from airflow_ext.fake_robot import FakeRobot
-from airflow_ext.fakes.wecom import FakeWeComRobot
 from airflow_ext.outbox import schema
 from airflow_ext.outbox.deliverer import DeliveryService, schedule_for
 from airflow_ext.outbox.store import DEAD, PENDING, SENT, OutboxStore

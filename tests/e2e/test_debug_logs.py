@@ -48,8 +48,12 @@ DAG_ID, CLI_DAG_ID = "dingbot_debug", "dingbot_debug_cli"  # as in debug_dags/di
 RUN_ID = "debug_logs"
 #: Redis databases of their own, one per line: both lines' suites may run at once.
 BROKER_DB = {"2": 12, "3": 13}
-#: A task on a queue no worker listens on is failed once queued this long (no requeue first).
-QUEUED_TIMEOUT_S = 20
+#: A task on a queue no worker listens on is failed once queued this long (no requeue first). Far
+#: longer than a task on the worker's queue waits to start on a busy machine: they must run there.
+QUEUED_TIMEOUT_S = 45
+#: The worker's task slots: every task of the worker's queue starts at once, none waits for a slot.
+WORKER_SLOTS = 10
+WORKER_NODE = "node-debug"
 RUN_TIMEOUT_S = 240
 WEB_TIMEOUT_S = 180
 
@@ -108,9 +112,9 @@ WEB_ADMIN_ARGS = [
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
-def spellings(secret: str) -> dict[str, bytes]:
-    """Each way a library might print ``secret``: as written, URL-encoded (path, query, form),
-    JSON-escaped and as Python's repr."""
+def spellings(secret: str) -> dict[bytes, str]:
+    """Each way a library might print ``secret`` (as written, URL-encoded in a path, query or form,
+    JSON-escaped, as Python's repr of the text or of its bytes), each spelling once, with its name."""
     forms = {
         "raw": secret,
         "url-encoded": quote(secret, safe=""),
@@ -119,17 +123,24 @@ def spellings(secret: str) -> dict[str, bytes]:
         "repr": repr(secret)[1:-1],
         "repr of bytes": repr(secret.encode())[2:-1],
     }
-    return {name: form.encode() for name, form in forms.items()}
+    found: dict[bytes, str] = {}
+    for name, form in forms.items():
+        found.setdefault(form.encode(), name)
+    return found
 
 
 def leaks(content: bytes) -> list[str]:
-    """``"<credential> (<spelling>)"`` for each credential that ``content`` holds in some spelling."""
-    return [
-        f"{what} ({form})"
-        for what, secret in SECRETS.items()
-        for form, spelled in spellings(secret).items()
-        if spelled in content
-    ]
+    """For each spelling of a credential that ``content`` holds: what it is, the spelling, and the
+    first line it is on (cut to 300 bytes)."""
+    found = []
+    for what, secret in SECRETS.items():
+        for spelled, form in spellings(secret).items():
+            at = content.find(spelled)
+            if at >= 0:
+                start, end = content.rfind(b"\n", 0, at) + 1, content.find(b"\n", at)
+                line = content[start : end if end >= 0 else len(content)][:300]
+                found.append(f"{what} ({form}) in: {line.decode(errors='replace')}")
+    return found
 
 
 def _robots() -> dict[str, FakeRobot]:
@@ -239,17 +250,18 @@ class Stack:
             time.sleep(0.5)
 
 
-def _run_state(engine) -> tuple[str | None, dict[str, str]]:
+def _run_state(engine) -> tuple[str | None, dict[str, tuple[str, str | None]]]:
+    """The run's state and ``{task_id: (state, host that ran it)}``."""
     with engine.connect() as conn:
         state = conn.execute(
             text("SELECT state FROM dag_run WHERE dag_id = :dag AND run_id = :run"),
             {"dag": DAG_ID, "run": RUN_ID},
         ).scalar()
         rows = conn.execute(
-            text("SELECT task_id, state FROM task_instance WHERE dag_id = :dag AND run_id = :run"),
+            text("SELECT task_id, state, hostname FROM task_instance WHERE dag_id = :dag AND run_id = :run"),
             {"dag": DAG_ID, "run": RUN_ID},
         ).all()
-    return state, dict(rows)
+    return state, {task: (ti_state, host or None) for task, ti_state, host in rows}
 
 
 def _start_webserver(stack: Stack) -> tuple[str, Callable[[], None]]:
@@ -398,7 +410,7 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                     web_url, web_ready = _start_webserver(stack)
                 stack.start("triggerer", [airflow, "triggerer"])
                 stack.start("deliver", [ext, "deliver"])
-                worker = Worker(env, tmp, "node-debug", ("default",), concurrency=4)
+                worker = Worker(env, tmp, WORKER_NODE, ("default",), concurrency=WORKER_SLOTS)
                 stack.processes.append(worker.process)
                 stack.logs["celery worker"] = worker.log
                 worker.wait_ready()
@@ -410,6 +422,8 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                 stack.command("airflow-ext check", [ext, "check", "--dags", "--send"])
                 stack.command("airflow-ext send-test", [ext, "send-test", "--conn-id", "db_dingtalk"])
                 stack.command("airflow-ext route", [ext, "route", DAG_ID])
+                # The [dingding] robot's credentials are options of airflow.cfg.
+                stack.command("config list", [airflow, "config", "list"])
                 web_ready()
                 _use_alerts_page(stack, web_url)
 
@@ -431,6 +445,7 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                 stack.wait_until(everything_sent, "every robot had every alert", RUN_TIMEOUT_S)
                 stack.command("airflow-ext outbox status", [ext, "outbox", "status"])
                 result = {
+                    "task_instances": _run_state(engine)[1],
                     "seen": {name: _seen(robot) for name, robot in robots.items()},
                     "messages": {name: len(robot.messages) for name, robot in robots.items()},
                 }
@@ -463,6 +478,7 @@ COMMANDS = [
     "airflow-ext send-test",
     "airflow-ext route",
     "airflow-ext outbox status",
+    "config list",
 ] + (["users create"] if AIRFLOW_LINE == "2" else [])
 HOME = "files under AIRFLOW_HOME"
 WEB = "web pages"
@@ -492,6 +508,18 @@ def test_each_credential_was_used_while_at_debug(debug_stack):
         assert want <= seen[name], (name, seen[name])
     for name in WEB_TEST_ROBOTS:
         assert TEST_ALERT_MARK in seen[name], name
+
+
+def test_each_path_ran_where_it_sends_from(debug_stack):
+    """The alerts named for a path came from that path: the worker's tasks ran on the worker (none
+    was failed for waiting in the queue), the stuck ones never started."""
+    tis = debug_stack["task_instances"]
+    assert {state for state, _ in tis.values()} == {"failed"}, tis
+    for task, (_, host) in tis.items():
+        if task.startswith(("worker_", "outbox_", "trigger_")):
+            assert host == WORKER_NODE, (task, host)
+        else:
+            assert host is None, (task, host)
 
 
 @pytest.mark.parametrize("component", [*SERVICE_LOGS, "dags test", "tasks test"])

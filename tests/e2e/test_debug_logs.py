@@ -522,8 +522,8 @@ def test_each_path_ran_where_it_sends_from(debug_stack):
             assert host is None, (task, host)
 
 
-@pytest.mark.parametrize("component", [*SERVICE_LOGS, "dags test", "tasks test"])
-def test_each_airflow_component_logged_at_debug(debug_stack, component):
+@pytest.mark.parametrize("component", [*SERVICE_LOGS, *COMMANDS])
+def test_each_component_logged_at_debug(debug_stack, component):
     (path,) = _files(debug_stack, component)
     content = path.read_text(errors="replace")
     assert " DEBUG " in content or "[debug" in content or "DEBUG/" in content, tail(path)

@@ -9,14 +9,15 @@ webhook token and signing secret in airflow.cfg, a DingTalk Connection in the me
 (password and signing secret), WeCom, Feishu (with its signing secret) and Slack Connections from
 AIRFLOW_CONN_ variables, and a DingTalk Connection whose alerts go through the outbox. The DAGs
 (debug_dags/dingbot_debug.py) fail tasks on each path that sends an alert: the task process on the
-worker, a task resumed after its trigger failed in the triggerer, the scheduler (stuck in queued;
-on 2.11 also a failure the executor reports for a queued task), the DAG processor's callbacks
-(2.11), the outbox (on 3.3 through the api-server's outbox route) and its deliverer; `dags test`,
-`tasks test` and the `airflow-ext` commands send too, and the Alerts page sends a test alert from
-the webserver or api-server. The test waits until every robot has had every alert it must get, so
-each credential was used at DEBUG, then searches each process's output and every file under
-AIRFLOW_HOME (logs of the services, tasks and DAG processor) for each secret: as written,
-URL-encoded, JSON-escaped and as Python's repr spells it.
+worker (on 3.3 also its supervisor, for a task process SIGKILLed), a task resumed after its trigger
+failed in the triggerer, the scheduler (stuck in queued; on 2.11 also a failure the executor
+reports for a queued task), the DAG processor's callbacks (2.11), the outbox (on 3.3 through the
+api-server's outbox route) and its deliverer; `dags test`, `tasks test` and the `airflow-ext`
+commands send too, and the Alerts page sends a test alert from the webserver or api-server. The
+test waits until every robot has had every alert it must get, so each credential was used at DEBUG,
+then searches each process's output and every file under AIRFLOW_HOME (logs of the services, tasks
+and DAG processor) for each secret: as written, URL-encoded, JSON-escaped and as Python's repr
+spells it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ SECRETS = {
 CONNECTIONS = ("db_dingtalk", "env_wecom", "env_feishu", "env_slack")
 #: The task ids each robot must see alerts for: every path sends to the [dingding] robot from a
 #: ``*_cfg`` task and to every Connection from a ``*_conns`` task.
-PATHS = ["worker", "trigger", "stuck", "cli"] + (["unparsed", "unparsed_cb"] if AIRFLOW_LINE == "2" else [])
+PATHS = ["worker", "trigger", "stuck", "cli"] + (
+    ["unparsed", "unparsed_cb"] if AIRFLOW_LINE == "2" else ["killed"]
+)
 EXPECTED = {
     "[dingding]": {f"{path}_cfg" for path in PATHS},
     **{conn_id: {f"{path}_conns" for path in PATHS} for conn_id in CONNECTIONS},
@@ -161,7 +164,7 @@ def _seen(robot) -> set[str]:
         body = json.dumps(message["body"], ensure_ascii=False)
         found |= set(
             re.findall(
-                r"\b(?:worker|trigger|stuck|cli|unparsed|unparsed_cb|outbox)_(?:cfg|conns|conn|outbox)\b",
+                r"\b(?:worker|trigger|stuck|cli|unparsed|unparsed_cb|killed|outbox)_(?:cfg|conns|conn|outbox)\b",
                 body,
             )
         )
@@ -516,7 +519,7 @@ def test_each_path_ran_where_it_sends_from(debug_stack):
     tis = debug_stack["task_instances"]
     assert {state for state, _ in tis.values()} == {"failed"}, tis
     for task, (_, host) in tis.items():
-        if task.startswith(("worker_", "outbox_", "trigger_")):
+        if task.startswith(("worker_", "outbox_", "trigger_", "killed_")):
             assert host == WORKER_NODE, (task, host)
         else:
             assert host is None, (task, host)

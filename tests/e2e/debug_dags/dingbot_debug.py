@@ -10,6 +10,8 @@ channel) from another, so that each process that sends handles each kind of cred
   - ``trigger_*``: defer; the trigger fails in the triggerer and the resumed task fails on a worker;
   - ``stuck_*``: on a queue no worker listens on: the scheduler fails them as stuck in queued, and
     sends;
+  - Airflow 3 only, ``killed_*``: the task process SIGKILLs itself, as the OOM killer would: its
+    supervisor, in the worker, sends;
   - Airflow 2 only, ``unparsed_*``: this file does not parse in the worker for them, so the executor
     reports their failure while they are queued: the scheduler sends for ``unparsed_*``, the
     standalone DAG processor for ``unparsed_cb_*`` (they have a failure callback).
@@ -17,6 +19,8 @@ channel) from another, so that each process that sends handles each kind of cred
   `airflow tasks test`.
 """
 
+import os
+import signal
 from datetime import datetime
 
 import airflow
@@ -48,6 +52,10 @@ def fail():
     raise ValueError("e2e failure at DEBUG")
 
 
+def kill_myself():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def callback_does_nothing(context):
     """Its presence alone makes the scheduler hand an executor-reported failure to the DAG processor."""
 
@@ -72,6 +80,9 @@ with DAG("dingbot_debug", schedule=None, start_date=START, catchup=False, defaul
     TriggerFails(task_id="trigger_conns", ding_conn_id=CONNECTIONS)
     PythonOperator(task_id="stuck_cfg", python_callable=fail, queue=NOBODY_QUEUE)
     PythonOperator(task_id="stuck_conns", python_callable=fail, queue=NOBODY_QUEUE, ding_conn_id=CONNECTIONS)
+    if not AIRFLOW_2:
+        PythonOperator(task_id="killed_cfg", python_callable=kill_myself)
+        PythonOperator(task_id="killed_conns", python_callable=kill_myself, ding_conn_id=CONNECTIONS)
     if AIRFLOW_2:
         PythonOperator(task_id="unparsed_cfg", python_callable=fail)
         PythonOperator(task_id="unparsed_conns", python_callable=fail, ding_conn_id=CONNECTIONS)

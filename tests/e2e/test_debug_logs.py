@@ -4,10 +4,11 @@ the robots' credentials, and not one byte of any output or log holds one.
 
 One stack per line, on CeleryExecutor (tests/e2e/celery_cluster.py: PostgreSQL, Redis): the
 scheduler, a Celery worker, the triggerer, the DAG processor (2.11: standalone), the webserver
-(2.11) or api-server (3.3), and `airflow-ext deliver`. The credentials: the ``[dingding]`` robot's
-webhook token and signing secret in airflow.cfg, a DingTalk Connection in the metadata database
-(password and signing secret), WeCom, Feishu (with its signing secret) and Slack Connections from
-AIRFLOW_CONN_ variables, and a DingTalk Connection whose alerts go through the outbox. The DAGs
+(2.11) or api-server (3.3), `airflow-ext deliver` and `airflow-ext fake-robot` (the robot `airflow-
+ext send-test` sends to). The credentials: the ``[dingding]`` robot's webhook token and signing
+secret in airflow.cfg, a DingTalk Connection in the metadata database (password and signing
+secret), WeCom, Feishu (with its signing secret) and Slack Connections from AIRFLOW_CONN_
+variables, and a DingTalk Connection whose alerts go through the outbox. The DAGs
 (debug_dags/dingbot_debug.py) fail tasks on each path that sends an alert: the task process on the
 worker (on 3.3 also its supervisor, for a task process SIGKILLed), a task resumed after its trigger
 failed in the triggerer, the scheduler (stuck in queued; on 2.11 also a failure the executor
@@ -33,7 +34,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from airflow_ext.fake_robot import FakeRobot
+from airflow_ext.fake_robot import FakeRobot, read_messages_file
 from airflow_ext.fakes.feishu import FakeFeishuRobot
 from airflow_ext.fakes.slack import FakeSlackWebhook
 from airflow_ext.fakes.wecom import FakeWeComRobot
@@ -56,6 +57,7 @@ QUEUED_TIMEOUT_S = 45
 WORKER_SLOTS = 10
 WORKER_NODE = "node-debug"
 RUN_TIMEOUT_S = 240
+PARSE_TIMEOUT_S = 120
 WEB_TIMEOUT_S = 180
 
 #: Every credential of the stack, by what it is. Each is used while the components log at DEBUG.
@@ -69,6 +71,9 @@ WECOM_KEY = "wecomkey-7f3b9e1d-5a2c"
 FEISHU_TOKEN = "feishuhook-2d6a0e4c-8b1f"
 FEISHU_SECRET = "feishusigning9c3e7a1f5d"
 SLACK_TOKEN = "T0DEBUG0/B0DEBUG0/slackdebugsecret0b7d3f9a"  # '/' makes its URL-encoded form differ
+#: The robot `airflow-ext fake-robot` stands for (a process of its own); `airflow-ext send-test` sends to it.
+FAKE_ROBOT_TOKEN = "fakerobotcmdtoken5e1a9c3d"
+FAKE_ROBOT_SECRET = "SECfakerobotcmd3b7f1d5a9c0e"
 SECRETS = {
     "[dingding] token": CFG_TOKEN,
     "[dingding] secret": CFG_SECRET,
@@ -80,6 +85,8 @@ SECRETS = {
     "env_feishu password": FEISHU_TOKEN,
     "env_feishu secret": FEISHU_SECRET,
     "env_slack password": SLACK_TOKEN,
+    "cli_fake_robot password": FAKE_ROBOT_TOKEN,
+    "cli_fake_robot secret": FAKE_ROBOT_SECRET,
 }
 
 CONNECTIONS = ("db_dingtalk", "env_wecom", "env_feishu", "env_slack")
@@ -185,8 +192,14 @@ def _write_airflow_cfg(home: Path, robot: FakeRobot) -> Path:
     return cfg
 
 
-def _connection_env(robots) -> dict[str, str]:
+def _connection_env(robots, fake_robot_port: int) -> dict[str, str]:
     connections = {
+        "cli_fake_robot": {
+            "conn_type": "dingding",
+            "host": f"http://127.0.0.1:{fake_robot_port}",
+            "password": FAKE_ROBOT_TOKEN,
+            "extra": {"secret": FAKE_ROBOT_SECRET, "keyword": ROBOT_KEYWORD},
+        },
         "outbox_dingtalk": {
             "conn_type": "dingding",
             "host": robots["outbox_dingtalk"].base_url,
@@ -252,6 +265,12 @@ class Stack:
                     + "\n".join(f"--- {name}:\n{tail(log, 2000)}" for name, log in self.logs.items())
                 )
             time.sleep(0.5)
+
+
+def _dag_parsed(engine) -> tuple[bool, str]:
+    with engine.connect() as conn:
+        parsed = set(conn.execute(text("SELECT dag_id FROM serialized_dag")).scalars())
+    return {DAG_ID, CLI_DAG_ID} <= parsed, f"parsed: {sorted(parsed)}"
 
 
 def _run_state(engine) -> tuple[str | None, dict[str, tuple[str, str | None]]]:
@@ -349,6 +368,7 @@ def debug_stack(airflow_base_env, tmp_path_factory):
     try:
         with metadata_engine() as (database_url, engine), redis_broker(BROKER_DB[AIRFLOW_LINE]) as broker_url:
             cfg = _write_airflow_cfg(home, robots["[dingding]"])
+            fake_robot_port, fake_robot_messages = free_port(), tmp / "fake-robot-messages.jsonl"
             env = celery_env(
                 airflow_base_env,
                 home,
@@ -363,7 +383,7 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                 AIRFLOW__SCHEDULER__NUM_STUCK_IN_QUEUED_RETRIES="0",
                 # 2.11: callbacks go to a DAG processor of their own (`airflow dag-processor`).
                 AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR="True",
-                **_connection_env(robots),
+                **_connection_env(robots, fake_robot_port),
             )
             if AIRFLOW_LINE == "3":  # every request to the api-server is an admin's: no login to drive
                 env["AIRFLOW__CORE__AUTH_MANAGER"] = SIMPLE_AUTH_MANAGER
@@ -377,7 +397,6 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                 "password": DB_TOKEN,
                 "extra": {"secret": DB_SECRET, "keyword": ROBOT_KEYWORD},
             }
-            stack.command("dags reserialize", [airflow, "dags", "reserialize"])
             stack.command(
                 "connections add",
                 [airflow, "connections", "add", "db_dingtalk", "--conn-json", json.dumps(db_conn)],
@@ -414,17 +433,31 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                     web_url, web_ready = _start_webserver(stack)
                 stack.start("triggerer", [airflow, "triggerer"])
                 stack.start("deliver", [ext, "deliver"])
+                fake_robot = stack.start(
+                    "airflow-ext fake-robot",
+                    [
+                        ext,
+                        "fake-robot",
+                        *("--port", str(fake_robot_port), "--token", FAKE_ROBOT_TOKEN),
+                        *("--secret", FAKE_ROBOT_SECRET, "--keyword", ROBOT_KEYWORD),
+                        *("--messages-file", str(fake_robot_messages)),
+                    ],
+                )
                 worker = Worker(env, tmp, WORKER_NODE, ("default",), concurrency=WORKER_SLOTS)
                 stack.processes.append(worker.process)
                 stack.logs["celery worker"] = worker.log
                 worker.wait_ready()
-
+                # The DAG processor parses the DAGs as it starts (no `dags reserialize` needed).
+                stack.wait_until(
+                    lambda: _dag_parsed(engine), "the DAG processor parsed the DAGs", PARSE_TIMEOUT_S
+                )
                 stack.command("dags trigger", [airflow, "dags", "trigger", DAG_ID, "--run-id", RUN_ID])
                 # While the run goes on: the commands, each sending with the same credentials.
                 stack.command("dags test", [airflow, "dags", "test", CLI_DAG_ID])
                 stack.command("tasks test", [airflow, "tasks", "test", CLI_DAG_ID, "cli_conns"])
                 stack.command("airflow-ext check", [ext, "check", "--dags", "--send"])
-                stack.command("airflow-ext send-test", [ext, "send-test", "--conn-id", "db_dingtalk"])
+                wait_for_port(fake_robot_port, fake_robot, stack.logs["airflow-ext fake-robot"])
+                stack.command("airflow-ext send-test", [ext, "send-test", "--conn-id", "cli_fake_robot"])
                 stack.command("airflow-ext route", [ext, "route", DAG_ID])
                 # The [dingding] robot's credentials are options of airflow.cfg.
                 stack.command("config list", [airflow, "config", "list"])
@@ -452,6 +485,7 @@ def debug_stack(airflow_base_env, tmp_path_factory):
                     "task_instances": _run_state(engine)[1],
                     "seen": {name: _seen(robot) for name, robot in robots.items()},
                     "messages": {name: len(robot.messages) for name, robot in robots.items()},
+                    "fake_robot_messages": read_messages_file(str(fake_robot_messages)),
                 }
             finally:
                 stop_cluster(stack.processes)
@@ -470,11 +504,12 @@ def debug_stack(airflow_base_env, tmp_path_factory):
 
 #: Each component whose every byte is searched: the services' logs, the commands' outputs, what
 #: the web process answered, and every file under AIRFLOW_HOME.
-SERVICE_LOGS = [*SERVICES[AIRFLOW_LINE], "triggerer", "deliver", "celery worker"] + (
+AIRFLOW_SERVICES = [*SERVICES[AIRFLOW_LINE], "triggerer", "deliver", "celery worker"] + (
     ["dag-processor", "webserver"] if AIRFLOW_LINE == "2" else []
 )
+#: `airflow-ext fake-robot` logs nothing through Airflow: it has no DEBUG lines to show.
+SERVICE_LOGS = [*AIRFLOW_SERVICES, "airflow-ext fake-robot"]
 COMMANDS = [
-    "dags reserialize",
     "connections add",
     "dags trigger",
     "dags test",
@@ -513,6 +548,8 @@ def test_each_credential_was_used_while_at_debug(debug_stack):
         assert want <= seen[name], (name, seen[name])
     for name in WEB_TEST_ROBOTS:
         assert TEST_ALERT_MARK in seen[name], name
+    (sent,) = debug_stack["fake_robot_messages"]  # `airflow-ext send-test`'s
+    assert TEST_ALERT_MARK in json.dumps(sent["body"]).lower(), sent
 
 
 def test_each_path_ran_where_it_sends_from(debug_stack):
@@ -527,7 +564,7 @@ def test_each_path_ran_where_it_sends_from(debug_stack):
             assert host is None, (task, host)
 
 
-@pytest.mark.parametrize("component", [*SERVICE_LOGS, *COMMANDS])
+@pytest.mark.parametrize("component", [*AIRFLOW_SERVICES, *COMMANDS])
 def test_each_component_logged_at_debug(debug_stack, component):
     (path,) = _files(debug_stack, component)
     content = path.read_text(errors="replace")

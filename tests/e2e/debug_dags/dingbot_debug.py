@@ -1,7 +1,7 @@
-"""Failing tasks whose alerts every Airflow process that sends one sends, for
-tests/e2e/test_debug_logs.py. Each path alerts the robot of the ``[dingding]`` section (in
-airflow.cfg) from one task and the robot Connections (metadata database and AIRFLOW_CONN_, every
-channel) from another, so that each process that sends handles each kind of credential:
+"""The failing tasks of tests/e2e/test_debug_logs.py: a pair on each path by which an alert is sent.
+One task of the pair alerts the robot of the ``[dingding]`` section (in airflow.cfg), the other the
+robot Connections (metadata database and AIRFLOW_CONN_, every channel), so that each process that
+sends alerts handles each kind of credential:
 
 * ``dingbot_debug``, run by the scheduler on CeleryExecutor:
   - ``worker_*``: fail on a Celery worker, which sends;

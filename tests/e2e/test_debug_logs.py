@@ -34,10 +34,10 @@ import pytest
 import requests
 from sqlalchemy import text
 
+from airflow_ext.channels.feishu.fake import FakeFeishuRobot
+from airflow_ext.channels.slack.fake import FakeSlackWebhook
+from airflow_ext.channels.wecom.fake import FakeWeComRobot
 from airflow_ext.fake_robot import FakeRobot, read_messages_file
-from airflow_ext.fakes.feishu import FakeFeishuRobot
-from airflow_ext.fakes.slack import FakeSlackWebhook
-from airflow_ext.fakes.wecom import FakeWeComRobot
 from tests.conftest import AIRFLOW_LINE, BIN, ROBOT_KEYWORD, run
 from tests.e2e.celery_cluster import SERVICES, Worker, celery_env, redis_broker, stop_cluster
 from tests.e2e.scheduled import metadata_engine, start, tail, wait_for_port

@@ -188,7 +188,6 @@ def report(s: dict) -> list[str]:
         paragraph(
             "requests the robot received (seconds after the storm's start: failures named, or the "
             "refusal): " + timeline,
-            100,
             subsequent_indent="  ",
         ),
         f"outbox afterwards: pending {counts['pending']}, claimed {counts['claimed']}, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import statistics
 import sys
@@ -29,6 +28,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from harness.lines import LINES  # noqa: E402
+from harness.redaction import progress  # noqa: E402
+from harness.report import emit, paragraph, table  # noqa: E402
+from harness.stats import percentile  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from airflow_ext.fake_robot import FakeRobot  # noqa: E402
@@ -47,10 +50,6 @@ TIMEOUT_S = 420
 WINDOW_S = 60.0
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update(
@@ -60,11 +59,6 @@ def base_env(home: Path) -> dict[str, str]:
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     return env
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def hook_seconds(paths: list[Path]) -> list[float]:
@@ -222,27 +216,24 @@ def report(results: list[dict], version: str, elapsed_s: float, size: int) -> st
                 fmt_s(r["to_group"]),
             ]
         )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         f"airflow-dingbot Celery benchmark: Airflow {version}, {os.cpu_count()} CPUs, {elapsed_s:.0f} s; "
         f"{size} task instances failing at once per configuration, {CONCURRENCY} slots per worker, "
         "outbox backend, one robot at DingTalk's 20 messages per 60 s",
         "",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
-        "  ".join("-" * w for w in widths),
-        *(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in rows
-        ),
+        table(header, rows),
         "",
-        "all failed / all in group: seconds from the trigger until the last try ended / until the last",
-        "failure was named in an accepted message. alerts / min: failures named per minute, from the",
-        "first try's end to the last failure named. queued->running: Airflow's queued time to the try's",
-        "start (scheduler, broker, worker pick-up); try run: start to end of the failed try (on 2.11",
-        "failure handling included; on 3.x the end is the state the supervisor reports); alert hook: the",
-        "alert's own time as its log line gives it, 10 ms resolution (2.11: building it and recording it",
-        "in the outbox, inside the try; 3.x: the supervisor's post to the api-server, after the try's",
-        "end); failed->in group: the try's end to the message naming it (deliverer's poll, budget, digest).",
+        paragraph(
+            "all failed / all in group: seconds from the trigger until the last try ended / until the "
+            "last failure was named in an accepted message. alerts / min: failures named per minute, "
+            "from the first try's end to the last failure named. queued->running: Airflow's queued time "
+            "to the try's start (scheduler, broker, worker pick-up); try run: start to end of the failed "
+            "try (on 2.11 failure handling included; on 3.x the end is the state the supervisor "
+            "reports); alert hook: the alert's own time as its log line gives it, 10 ms resolution "
+            "(2.11: building it and recording it in the outbox, inside the try; 3.x: the supervisor's "
+            "post to the api-server, after the try's end); failed->in group: the try's end to the "
+            "message naming it (deliverer's poll, budget, digest). p95 is the nearest-rank percentile."
+        ),
     ]
     return "\n".join(lines)
 
@@ -257,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     check = run([str(BIN / "airflow-ext"), "patch", "check"], base_env(Path(tempfile.gettempdir())))
     if check.returncode:
         raise SystemExit(f"the Airflow of this Python is not patched:\n{check.stdout}{check.stderr}")
-    version = {"2": "2.11.2", "3": "3.3.2"}[AIRFLOW_LINE]
+    version = LINES[AIRFLOW_LINE].version
     started = time.monotonic()
     results = []
     with (
@@ -269,11 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"Celery on {version}: {workers} workers, {deliverers} deliverers, {profile['size']} failures"
             )
             results.append(one_run(workers, deliverers, profile["size"], url, engine, Path(tmp)))
-    print(report(results, version, time.monotonic() - started, profile["size"]))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"airflow": version, "results": results}, indent=1, default=str)
-        )
+    text = report(results, version, time.monotonic() - started, profile["size"])
+    emit(text, {"airflow": version, "results": results}, args.json)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Run with the Python of the environment under test::
 
-    python _dagbag_worker.py DAG_FILE [--repeats K] [--operator-module airflow.operators.empty]
+    python dagbag_worker.py DAG_FILE [--repeats K] [--operator-module airflow.operators.empty]
 
 Airflow, the DagBag module and the operator module the DAG file uses are imported first, outside
 the timed region, so the figures are the parse itself: executing the DAG file and building its

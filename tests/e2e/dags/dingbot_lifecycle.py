@@ -28,15 +28,16 @@ from airflow import DAG
 from airflow.decorators import task
 from airflow.models.baseoperator import BaseOperator
 from airflow.operators.python import PythonOperator
-from airflow.sdk import get_parsing_context
 from airflow.sensors.python import PythonSensor
 from airflow.triggers.testing import FailureTrigger, SuccessTrigger
 from dingbot_e2e_common import START, fail, succeed
 
 try:  # Airflow 3
     from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-except ImportError:  # Airflow 2
+    from airflow.sdk import get_parsing_context
+except ImportError:  # Airflow 2 (other tests parse this file too)
     from airflow.triggers.temporal import TimeDeltaTrigger
+    from airflow.utils.dag_parsing_context import get_parsing_context
 
 DAG_ID = "dingbot_lifecycle"
 #: A task's own default_args that add the retry alert.

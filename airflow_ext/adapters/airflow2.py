@@ -65,7 +65,7 @@ def task_could_not_load(args: Any) -> None:
         if not wants_alert(kind, task, task):
             return
         failure = load_failure.describe(
-            ti.dag_id, ti.task_id, _dag_rel_path(args), _import_errors(args), dag_loaded=False
+            ti.dag_id, ti.task_id, *_dag_file_import_errors(args), dag_loaded=False
         )
         alert = Alert.from_task_instance(
             ti, None, kind, logical_date=getattr(ti, "execution_date", None), **routing_facts(task, task)
@@ -98,21 +98,18 @@ def _queued_try(args: Any) -> tuple[Any, Any]:
     return ti, (dag.task_dict.get(args.task_id) if dag is not None else None)
 
 
-def _dag_rel_path(args: Any) -> str:
+def _dag_file_import_errors(args: Any) -> tuple[str, dict]:
+    """The DAG file ``args`` names (relative to the DAGs folder) and this worker's import errors of
+    it, from parsing it again: only done when it failed, and Airflow's DagBag keeps them no further."""
     from airflow import settings
-    from airflow.utils.cli import process_subdir
-
-    path = str(process_subdir(args.subdir) or "")
-    folder = str(settings.DAGS_FOLDER).rstrip("/") + "/"
-    return path[len(folder) :] if path.startswith(folder) else path
-
-
-def _import_errors(args: Any) -> dict:
-    """The worker's import errors of the DAG file, parsed again (only when it failed)."""
     from airflow.models.dagbag import DagBag
     from airflow.utils.cli import process_subdir
 
-    return DagBag(process_subdir(args.subdir), include_examples=False).import_errors
+    dag_file = process_subdir(args.subdir)
+    path = str(dag_file or "")
+    folder = str(settings.DAGS_FOLDER).rstrip("/") + "/"
+    rel_path = path[len(folder) :] if path.startswith(folder) else path
+    return rel_path, DagBag(dag_file, include_examples=False).import_errors
 
 
 def stuck_in_queued(task_instance: Any, task: Any, error: str) -> None:

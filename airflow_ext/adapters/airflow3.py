@@ -37,7 +37,7 @@ import logging
 import signal
 import sys
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from airflow_ext import airflow_port, handoff, load_failure
 from airflow_ext.alert import Alert, AlertKind, task_log_url
@@ -376,29 +376,38 @@ async def task_instance_of_token(token: str) -> str:
         raise Refused(403, "the task token does not name a task instance") from None
 
 
-def find_try(ti_id: str):
-    """The try a task instance id names: the current try, or a retried one in the history table."""
+def _select_try(session: Any, ti_id: str, what: Callable[[Any], tuple]) -> tuple[Any, bool]:
+    """``what(model)`` of the try a task instance id names, and whether it is archived: the current
+    try, or a retried one in the history table; ``(None, True)`` if neither has it."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    key = uuid.UUID(ti_id)
+    row = session.execute(select(*what(TaskInstance)).where(TaskInstance.id == key)).first()
+    if row is not None:
+        return row, False
+    # Retried since: Airflow 3 gives each try its own id and keeps the old one in the history table.
+    row = session.execute(
+        select(*what(TaskInstanceHistory))
+        .where(TaskInstanceHistory.task_instance_id == key)
+        .order_by(TaskInstanceHistory.try_number.desc())
+        .limit(1)
+    ).first()
+    return row, True
+
+
+def find_try(ti_id: str):
+    """The try a task instance id names: the current try, or a retried one in the history table."""
+    from airflow.utils.session import create_session
 
     from airflow_ext.outbox.api import TaskTry
 
     def columns(model):
         return model.dag_id, model.task_id, model.run_id, model.map_index, model.try_number, model.state
 
-    key = uuid.UUID(ti_id)
     with create_session() as session:
-        row = session.execute(select(*columns(TaskInstance)).where(TaskInstance.id == key)).first()
-        archived = row is None
-        if archived:  # retried since: Airflow 3 gives each try its own id and keeps the old one here
-            row = session.execute(
-                select(*columns(TaskInstanceHistory))
-                .where(TaskInstanceHistory.task_instance_id == key)
-                .order_by(TaskInstanceHistory.try_number.desc())
-                .limit(1)
-            ).first()
+        row, archived = _select_try(session, ti_id, columns)
     if row is None:
         return None
     dag_id, task_id, run_id, map_index, try_number, state = row
@@ -410,23 +419,13 @@ def alert_settings_of_try(ti_id: str) -> dict | None:
     """The ding flags and routing facts of a try's task as its serialized DAG has them (the DAG
     version the try runs), as :class:`~airflow_ext.handoff.Handoff` fields; None for no such try."""
     from airflow.models.dagbag import DBDagBag
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.taskinstancehistory import TaskInstanceHistory
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
-    key = uuid.UUID(ti_id)
     with create_session() as session:
-        ti = session.get(TaskInstance, key)
-        if ti is None:  # retried since: the try is archived under its own id
-            ti = session.scalars(
-                select(TaskInstanceHistory)
-                .where(TaskInstanceHistory.task_instance_id == key)
-                .order_by(TaskInstanceHistory.try_number.desc())
-                .limit(1)
-            ).first()
-        if ti is None:
+        row, _ = _select_try(session, ti_id, lambda model: (model,))
+        if row is None:
             return None
+        (ti,) = row
         dag = DBDagBag().get_dag(ti.dag_version_id, session=session) if ti.dag_version_id else None
         task = dag.task_dict.get(ti.task_id) if dag is not None else None
         logical_date = _server_logical_date(ti)

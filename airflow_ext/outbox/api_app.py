@@ -41,9 +41,7 @@ def create_app(door: OutboxDoor) -> FastAPI:
             check_same_try(alert, task_try)
             queued = await run_in_threadpool(door.queue, alert)
         except Refused as refused:
-            log.warning("Refused an outbox alert (HTTP %d): %s", refused.status, refused.detail)
-            headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
-            return JSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
+            return _refusal(refused, "an outbox alert")
         return JSONResponse({"queued": queued, "duplicate": not queued}, status_code=201 if queued else 200)
 
     @app.get(TRY_SETTINGS_ROUTE)
@@ -56,9 +54,14 @@ def create_app(door: OutboxDoor) -> FastAPI:
             if settings is None:
                 raise Refused(404, "the token's task instance is not in the database")
         except Refused as refused:
-            log.warning("Refused a try-settings request (HTTP %d): %s", refused.status, refused.detail)
-            headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
-            return JSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
+            return _refusal(refused, "a try-settings request")
         return JSONResponse({"settings": settings})
 
     return app
+
+
+def _refusal(refused: Refused, what: str) -> JSONResponse:
+    """The answer to a refused request, logged (the reason never holds a secret)."""
+    log.warning("Refused %s (HTTP %d): %s", what, refused.status, refused.detail)
+    headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+    return JSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)

@@ -52,18 +52,7 @@ def post_alert(
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def attempt(timeouts) -> bool:
-        try:
-            response = requests.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=(timeouts.connect_s, timeouts.read_s),
-                allow_redirects=False,
-            )
-        except requests.RequestException as err:
-            raise DeliveryError(
-                f"the api-server's outbox at {url} did not answer ({type(err).__name__})", retryable=True
-            ) from None
+        response = _request("POST", url, timeouts, data=body, headers=headers)
         if response.status_code in (200, 201):
             try:
                 return bool(response.json()["queued"])
@@ -86,14 +75,7 @@ def fetch_try_settings(
     headers = {"Authorization": f"Bearer {token}"}
 
     def attempt(timeouts) -> dict:
-        try:
-            response = requests.get(
-                url, headers=headers, timeout=(timeouts.connect_s, timeouts.read_s), allow_redirects=False
-            )
-        except requests.RequestException as err:
-            raise DeliveryError(
-                f"the api-server at {url} did not answer ({type(err).__name__})", retryable=True
-            ) from None
+        response = _request("GET", url, timeouts, headers=headers)
         if response.status_code == 200:
             try:
                 settings = response.json()["settings"]
@@ -104,12 +86,24 @@ def fetch_try_settings(
             raise DeliveryError(
                 f"the api-server at {url} answered HTTP 200 without the try's settings", retryable=False
             )
-        raise refusal(url, response)
+        raise refusal(url, response, "the request for the try's settings")
 
     return deliver(attempt, policy, deadline_at=deadline_at)
 
 
-def refusal(url: str, response: requests.Response) -> DeliveryError:
+def _request(method: str, url: str, timeouts, **kwargs) -> requests.Response:
+    """One attempt at the api-server's door, bounded by the attempt's timeouts; no answer is retryable."""
+    try:
+        return requests.request(
+            method, url, timeout=(timeouts.connect_s, timeouts.read_s), allow_redirects=False, **kwargs
+        )
+    except requests.RequestException as err:
+        raise DeliveryError(
+            f"the api-server's outbox at {url} did not answer ({type(err).__name__})", retryable=True
+        ) from None
+
+
+def refusal(url: str, response: requests.Response, what: str = "the alert") -> DeliveryError:
     status = response.status_code
     try:
         why = str(response.json().get("detail"))[:300]
@@ -118,7 +112,7 @@ def refusal(url: str, response: requests.Response) -> DeliveryError:
     if status == 404 and why == "Not Found":  # the api-server's own answer for a route it lacks
         why = "no such route: is airflow-dingbot installed where the api-server runs?"
     return DeliveryError(
-        f"the api-server's outbox at {url} refused the alert: HTTP {status}: {why}",
+        f"the api-server's outbox at {url} refused {what}: HTTP {status}: {why}",
         retryable=status >= 500 or status in RETRYABLE_STATUSES,
         http_status=status,
     )

@@ -31,7 +31,15 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, ClassVar
 
-__all__ = ["ECHO_WIDTH", "FakeChannelRobot", "Reject", "message_appender", "read_messages_file"]
+__all__ = [
+    "ECHO_WIDTH",
+    "FakeChannelRobot",
+    "Reject",
+    "boxed_rows",
+    "echo_box",
+    "message_appender",
+    "read_messages_file",
+]
 
 INBOX_PATHS = ("/", "/inbox")
 #: Seconds between the inbox page's checks for new messages.
@@ -40,6 +48,24 @@ MODES = ("ok", "hang", "slow", "http500", "garbage", "errcode")
 GARBAGE_BODY = b"<html>oops</html>"
 HTTP500_BODY = b"internal server error"
 ECHO_WIDTH = 64  # characters of the horizontal rules in the echoed box
+
+
+def boxed_rows(text: object) -> list[str]:
+    """``text``'s lines as rows of the echoed box (an empty text is one empty row)."""
+    return [f"│ {line}".rstrip() for line in str(text).splitlines() or [""]]
+
+
+def echo_box(heading: str, *sections: list[str]) -> str:
+    """The console's box of one accepted message: ``heading`` in its top rule, then the sections'
+    rows (already ``│ ``-prefixed), a rule between each two."""
+    head = f"╭─ {heading} "
+    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
+    for number, rows in enumerate(sections):
+        if number:
+            lines.append("├" + "─" * (ECHO_WIDTH - 1))
+        lines.extend(rows)
+    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
+    return "\n".join(lines)
 
 
 class Reject(Exception):

@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
+from airflow_ext.channels.base.fake import FakeChannelRobot, Reject, boxed_rows, echo_box
 
 __all__ = [
     "BLOCK_S",
@@ -171,15 +171,9 @@ def render_message(body: dict[str, Any], pinged: list[str], at_all: bool) -> str
         ping_line = "pings: " + ", ".join(f"@{m}" for m in pinged)
     else:
         ping_line = "pings: nobody"
-    head = f"╭─ DingTalk robot message ({msgtype}) "
-    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
-    lines.append(f"│ {title}")
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.extend(f"│ {line}".rstrip() for line in str(text).splitlines() or [""])
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.append(f"│ {ping_line}")
-    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
-    return "\n".join(lines)
+    return echo_box(
+        f"DingTalk robot message ({msgtype})", [f"│ {title}"], boxed_rows(text), [f"│ {ping_line}"]
+    )
 
 
 class FakeRobot(FakeChannelRobot):

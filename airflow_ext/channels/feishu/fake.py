@@ -44,7 +44,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
+from airflow_ext.channels.base.fake import FakeChannelRobot, Reject, boxed_rows, echo_box
 from airflow_ext.channels.feishu.card import card_elements
 
 __all__ = [
@@ -335,15 +335,8 @@ def render_message(record: dict[str, Any]) -> str:
         ping_line = "pings: " + ", ".join(f"@{who}" for who in record["pinged"])
     else:
         ping_line = "pings: nobody"
-    head = f"╭─ Feishu robot message ({record.get('msg_type', '?')}) "
-    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
-    lines.extend(f"│ {line}".rstrip() for line in str(record.get("rendered", "")).splitlines() or [""])
-    for link in record.get("links") or []:
-        lines.append(f"│ -> {link}")
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.append(f"│ {ping_line}")
-    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
-    return "\n".join(lines)
+    body = boxed_rows(record.get("rendered", "")) + [f"│ -> {link}" for link in record.get("links") or []]
+    return echo_box(f"Feishu robot message ({record.get('msg_type', '?')})", body, [f"│ {ping_line}"])
 
 
 # --- the robot ----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ import time
 import unicodedata
 from typing import Any
 
-from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
+from airflow_ext.channels.base.fake import FakeChannelRobot, Reject, echo_box
 
 __all__ = [
     "BURST",
@@ -319,19 +319,14 @@ def render_message(record: dict[str, Any]) -> str:
     """An accepted message as the channel would show it, boxed (no webhook URL, no token)."""
     pinged = record.get("pinged") or []
     ping_line = "pings: " + (", ".join(pinged) or "nobody")
-    head = "╭─ Slack incoming webhook message "
-    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
-    lines.append(f"│ {record.get('notification', '')}".rstrip())
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
     quoted = set(record.get("quoted") or [])
-    for line in str(record.get("shown", "")).splitlines() or [""]:
-        lines.append((f"│ ┃ {line}" if line in quoted else f"│ {line}").rstrip())
-    for url, label in record.get("links") or []:
-        lines.append(f"│ [{label or url}] -> {url}")
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.append(f"│ {ping_line}")
-    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
-    return "\n".join(lines)
+    body = [
+        (f"│ ┃ {line}" if line in quoted else f"│ {line}").rstrip()
+        for line in str(record.get("shown", "")).splitlines() or [""]
+    ]
+    body += [f"│ [{label or url}] -> {url}" for url, label in record.get("links") or []]
+    notification = [f"│ {record.get('notification', '')}".rstrip()]
+    return echo_box("Slack incoming webhook message", notification, body, [f"│ {ping_line}"])
 
 
 class _Throttled(Reject):

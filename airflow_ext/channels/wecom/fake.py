@@ -30,7 +30,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from airflow_ext.channels.base.fake import ECHO_WIDTH, FakeChannelRobot, Reject
+from airflow_ext.channels.base.fake import FakeChannelRobot, Reject, boxed_rows, echo_box
 
 __all__ = [
     "BLOCK_S",
@@ -115,13 +115,7 @@ def render_message(body: dict[str, Any], pinged: list[str], at_all: bool) -> str
     obj = body.get(msgtype) or {}
     text = obj.get("content") if isinstance(obj.get("content"), str) else json.dumps(obj, ensure_ascii=False)
     ping_line = "pings: " + (", ".join(([AT_ALL] if at_all else []) + pinged) or "nobody")
-    head = f"╭─ WeCom robot message ({msgtype}) "
-    lines = [head + "─" * max(3, ECHO_WIDTH - len(head))]
-    lines.extend(f"│ {line}".rstrip() for line in str(text).splitlines() or [""])
-    lines.append("├" + "─" * (ECHO_WIDTH - 1))
-    lines.append(f"│ {ping_line}")
-    lines.append("╰" + "─" * (ECHO_WIDTH - 1))
-    return "\n".join(lines)
+    return echo_box(f"WeCom robot message ({msgtype})", boxed_rows(text), [f"│ {ping_line}"])
 
 
 class FakeWeComRobot(FakeChannelRobot):
